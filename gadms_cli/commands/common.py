@@ -1,0 +1,39 @@
+"""What every CLI command shares: the console, error handling, progress switch."""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+from gadms_cli import progress
+from gadms_cli.errors import GadmsError
+
+F = TypeVar("F", bound=Callable)
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print a one-line error to stderr and exit with ``code``."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def cli_command(func: F) -> F:
+    """Wrap a command: progress bars on, GadmsError -> one line on stderr and exit 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        progress.enable(True)
+        try:
+            return func(*args, **kwargs)
+        except GadmsError as exc:
+            fail(str(exc))
+        except KeyboardInterrupt:
+            fail("interrupted; outputs written so far are complete (resume by running the command again)", 130)
+
+    return wrapper  # type: ignore[return-value]

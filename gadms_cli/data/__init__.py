@@ -1,0 +1,1 @@
+"""Data: benchmark readers, WebPerson reader, transforms, samplers and the SketchPedes generator."""

@@ -1,0 +1,66 @@
+"""Image transforms: resize to the person aspect ratio, CLIP normalisation, train augmentation.
+
+Built from torchvision (the library open_clip itself uses) rather than by hand.
+The train pipeline follows IRRA and the GA-DMS recipes (METHOD.md):
+resize -> horizontal flip -> pad 10 + random crop back to size -> to tensor ->
+normalise -> random erasing. Output tensors are float32 [3, H, W], normalised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+from torchvision import transforms as T
+from torchvision.transforms import InterpolationMode
+
+# OpenAI CLIP pixel statistics (RGB, values in [0, 1]); open_clip uses the same numbers.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Train-time augmentation switches (the paper uses all three)."""
+
+    flip: bool = True
+    pad_crop: int = 10  # pixels of padding before the random crop; 0 disables
+    random_erasing: float = 0.5  # probability; 0 disables
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def eval_transform(image_size: tuple[int, int] = (384, 128)) -> T.Compose:
+    """PIL image -> normalised float tensor [3, H, W] at ``image_size`` = (height, width)."""
+    return T.Compose(
+        [
+            T.Lambda(_to_rgb),
+            T.Resize(image_size, interpolation=InterpolationMode.BICUBIC),
+            T.ToTensor(),
+            T.Normalize(CLIP_MEAN, CLIP_STD),
+        ]
+    )
+
+
+def train_transform(image_size: tuple[int, int] = (384, 128), augment: AugmentConfig = AugmentConfig()) -> T.Compose:
+    """Training pipeline: eval resize plus flip, pad + random crop and random erasing (each switchable)."""
+    steps: list = [T.Lambda(_to_rgb), T.Resize(image_size, interpolation=InterpolationMode.BICUBIC)]
+    if augment.flip:
+        steps.append(T.RandomHorizontalFlip(0.5))
+    if augment.pad_crop > 0:
+        steps += [T.Pad(augment.pad_crop), T.RandomCrop(image_size)]
+    steps += [T.ToTensor(), T.Normalize(CLIP_MEAN, CLIP_STD)]
+    if augment.random_erasing > 0:
+        # Erased boxes are filled with zeros, i.e. the dataset mean after normalisation.
+        steps.append(T.RandomErasing(p=augment.random_erasing, scale=(0.02, 0.4), value=0))
+    return T.Compose(steps)
+
+
+def denormalize(images: torch.Tensor) -> torch.Tensor:
+    """Undo :func:`eval_transform`'s normalisation: [..., 3, H, W] -> values in [0, 1]."""
+    mean = torch.tensor(CLIP_MEAN, dtype=images.dtype, device=images.device).view(3, 1, 1)
+    std = torch.tensor(CLIP_STD, dtype=images.dtype, device=images.device).view(3, 1, 1)
+    return images * std + mean

@@ -1,0 +1,310 @@
+"""Training recipes: YAML files mapped onto typed dataclasses.
+
+A recipe fully describes a run (model, data, method, optimiser, schedule).
+``load_recipe(path, overrides)`` reads the YAML, applies ``--set a.b=c``
+overrides and validates every key and type; an unknown key or a wrong type is
+a one-line :class:`GadmsError` naming the key and the closest valid one. The
+resolved recipe is saved in the run directory (``recipe.yaml``) so a run can
+always be repeated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from gadms_cli.errors import GadmsError
+
+
+@dataclass
+class ModelRecipe:
+    """Which CLIP to build and from which weights (see docs/model.md)."""
+
+    arch: str = "ViT-B-16"  # open_clip architecture name or a JSON config file
+    pretrained: str | None = "openai"  # open_clip tag, a weights file, a run/checkpoint dir, or null
+    image_size: tuple[int, int] = (384, 128)  # (height, width) in pixels
+    context_length: int | None = None  # text tokens; null keeps the architecture's
+    decoder_layers: int = 4  # cross-modal MTP decoder depth (IRRA: 4)
+    decoder_heads: int | None = None  # null: the text tower's head count
+
+
+@dataclass
+class AugmentRecipe:
+    flip: bool = True
+    pad_crop: int = 10
+    random_erasing: float = 0.5
+
+
+@dataclass
+class DataRecipe:
+    """Training and validation data.
+
+    ``kind`` is ``benchmark`` (a CUHK-PEDES / ICFG-PEDES / RSTPReid / SketchPedes
+    folder: identity-balanced P x K batches) or ``webperson`` (parquet shards, a
+    GA-DMS JSON file or an HF dataset id: one identity per image, its two
+    captions, streamed).
+    """
+
+    kind: Literal["benchmark", "webperson"] = "benchmark"
+    path: str = "data/CUHK-PEDES"
+    train_split: str = "train"
+    val_split: str | None = "val"  # null: no validation (keep the last epoch)
+    val_bench: str | None = None  # validate on another benchmark folder (pretraining)
+    samples_per_id: int = 2  # K of the P x K sampler (benchmark kind)
+    skip_missing: bool = False
+    num_workers: int = 2
+    augment: AugmentRecipe = field(default_factory=AugmentRecipe)
+
+
+@dataclass
+class MethodRecipe:
+    """The objective (METHOD.md). ``gadms``: SDM on noise-masked captions + beta * MTP on
+    informative-masked captions; ``irra``: SDM + ID + random 15% MLM; ``clip``: alignment only."""
+
+    name: Literal["gadms", "irra", "clip"] = "gadms"
+    alignment: Literal["sdm", "itc"] = "sdm"
+    logit_scale: float = 50.0
+    token_score: Literal["ga", "similarity", "random"] = "ga"
+    score_timing: Literal["online", "cached"] = "online"
+    score_layers: int = 8
+    score_normalize: Literal["batch", "sample"] = "batch"
+    initial_score: float = 0.85
+    noise_masking: bool = True
+    mtp: bool = True
+    mtp_weight: float = 0.4  # beta
+    noise_alpha: float = 0.2
+    noise_lambda: float = 20.0
+    noise_gamma: float = 0.9
+    informative_alpha: float = 0.3
+    informative_lambda: float = 20.0
+    informative_gamma: float = 0.1
+    mlm_probability: float = 0.15  # irra's uniform masking
+    id_loss: bool = False
+
+
+@dataclass
+class OptimRecipe:
+    optimizer: Literal["adam", "adamw"] = "adam"
+    lr: float = 1e-4
+    weight_decay: float = 4e-5
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    new_module_lr_mult: float = 5.0  # decoder and classifier (IRRA)
+    bias_lr_mult: float = 2.0
+    bias_weight_decay: float = 0.0
+    warmup_epochs: float = 5.0
+    warmup_start_factor: float = 0.1
+    min_lr: float = 0.0
+    grad_clip: float | None = None
+
+
+@dataclass
+class TrainRecipe:
+    epochs: int = 30
+    batch_size: int = 512  # global, over all processes and accumulation steps
+    grad_accumulation: int = 1
+    max_steps: int | None = None  # stop early (optimiser steps); null: all epochs
+    max_minutes: float | None = None  # stop after this much training time
+    mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
+    seed: int = 0
+    eval_every: int = 0  # optimiser steps; 0: at the end of each epoch
+    checkpoint_every: int = 1000  # optimiser steps between full-state checkpoints
+    log_every: int = 10
+    output_dir: str = "runs"
+    run_name: str = "run"
+
+
+@dataclass
+class Recipe:
+    """A whole run. The YAML file has the same five sections."""
+
+    model: ModelRecipe = field(default_factory=ModelRecipe)
+    data: DataRecipe = field(default_factory=DataRecipe)
+    method: MethodRecipe = field(default_factory=MethodRecipe)
+    optim: OptimRecipe = field(default_factory=OptimRecipe)
+    train: TrainRecipe = field(default_factory=TrainRecipe)
+
+
+# --- building dataclasses from plain data, with type checks ------------------------
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return "[" + ", ".join(_type_name(a) for a in typing.get_args(tp)) + "]"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and return it converted (lists -> tuples, int -> float)."""
+    origin = typing.get_origin(tp)
+    bad = GadmsError(f"{source}: '{key}' must be {_type_name(tp)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise GadmsError(f"{source}: '{key}' must be a mapping of {tp.__name__} keys, got {value!r}")
+        return _build(tp, value, f"{key}.", source)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise bad
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key, source)
+            except GadmsError:
+                continue
+        raise bad
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise bad
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise bad
+        return tuple(_convert(v, a, key, source) for v, a in zip(value, args))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
+        raise bad
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    raise TypeError(f"unsupported recipe type {tp!r} for {key}")
+
+
+def _build(cls: type, data: dict, prefix: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f"did you mean '{prefix}{close[0]}'?" if close else f"valid keys: {', '.join(valid)}"
+            raise GadmsError(f"{source}: unknown key '{prefix}{key}'; {hint}")
+        kwargs[key] = _convert(value, hints[key], prefix + key, source)
+    return cls(**kwargs)
+
+
+def recipe_from_dict(data: dict, source: str = "recipe") -> Recipe:
+    """Build and validate a :class:`Recipe` from nested plain data (as read from YAML)."""
+    if not isinstance(data, dict):
+        raise GadmsError(f"{source}: a recipe must be a mapping with sections model, data, method, optim, train")
+    recipe = _build(Recipe, data, "", source)
+    validate(recipe, source)
+    return recipe
+
+
+def _set_path(data: dict, dotted: str, value: Any, source: str) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise GadmsError(f"{source}: cannot set '{dotted}': '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``key.sub=value`` strings (values parsed as YAML) to the nested dict ``data``."""
+    for item in overrides:
+        if "=" not in item:
+            raise GadmsError(f"--set '{item}': expected key=value, e.g. --set train.epochs=10")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_path(data, key.strip(), value, f"--set {key.strip()}")
+    return data
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe YAML file, apply ``--set`` overrides, validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise GadmsError(f"recipe file '{path}' not found; pass a YAML file such as recipes/quickstart.yaml")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise GadmsError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise GadmsError(f"{path}: a recipe must be a mapping with sections model, data, method, optim, train")
+    apply_overrides(data, overrides or [])
+    return recipe_from_dict(data, source=str(path))
+
+
+def validate(recipe: Recipe, source: str = "recipe") -> None:
+    """Cross-field checks that types alone cannot express."""
+    h, w = recipe.model.image_size
+    if h <= 0 or w <= 0:
+        raise GadmsError(f"{source}: 'model.image_size' must be two positive pixel counts, got {recipe.model.image_size}")
+    if recipe.train.batch_size < 1 or recipe.train.epochs < 1:
+        raise GadmsError(f"{source}: 'train.batch_size' and 'train.epochs' must be >= 1")
+    if recipe.train.grad_accumulation < 1 or recipe.train.batch_size % recipe.train.grad_accumulation:
+        raise GadmsError(
+            f"{source}: 'train.batch_size' ({recipe.train.batch_size}) must be a multiple of "
+            f"'train.grad_accumulation' ({recipe.train.grad_accumulation})"
+        )
+    if recipe.data.kind == "benchmark" and recipe.train.batch_size % recipe.data.samples_per_id:
+        raise GadmsError(
+            f"{source}: 'train.batch_size' ({recipe.train.batch_size}) must be a multiple of "
+            f"'data.samples_per_id' ({recipe.data.samples_per_id})"
+        )
+    if recipe.optim.lr <= 0:
+        raise GadmsError(f"{source}: 'optim.lr' must be > 0")
+    for name in ("noise_alpha", "informative_alpha", "mlm_probability", "initial_score"):
+        value = getattr(recipe.method, name)
+        if not 0.0 <= value <= 1.0:
+            raise GadmsError(f"{source}: 'method.{name}' must lie in [0, 1], got {value}")
+
+
+def recipe_to_dict(recipe: Recipe) -> dict:
+    """Plain nested data (tuples as lists) for YAML/JSON output."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(recipe))
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    """The resolved recipe as YAML text (sections in declaration order)."""
+    return yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False)

@@ -1,0 +1,79 @@
+"""Training datasets: (image, caption) pairs as tensors, with unreadable images skipped and counted.
+
+Each item is a dict:
+    image     float32 [3, H, W], normalised (see transforms.py)
+    tokens    int64 [T], SOT ... EOT, zero padding
+    pid       int64 [], identity remapped to 0..N-1
+    caption   int64 [], a stable caption index (row of the cached GA-score table)
+
+An image that cannot be read yields ``None``; :func:`collate_train` drops those
+and reports how many it dropped, so one corrupt file never stops an epoch.
+
+Augmentation randomness is a function of (seed, epoch, item index) only, not
+of which worker or how many items came before, so a run resumed mid-epoch sees
+exactly the augmented images an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from gadms_cli.data.records import TrainSample
+
+Tokenize = Callable[[list[str]], torch.Tensor]
+
+
+def load_rgb(path) -> Image.Image:
+    """Open an image file fully (so errors surface here, not later) as RGB."""
+    with Image.open(path) as image:
+        image.load()
+        return image.convert("RGB")
+
+
+class CaptionedImageDataset(Dataset):
+    """Map-style dataset over :class:`TrainSample` (one item per caption)."""
+
+    def __init__(self, samples: Sequence[TrainSample], transform: Callable, tokenize: Tokenize, seed: int = 0) -> None:
+        self.samples = samples
+        self.transform = transform
+        self.tokenize = tokenize
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch (changes the augmentation draws); call before creating the DataLoader."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict | None:
+        sample = self.samples[index]
+        try:
+            image = load_rgb(sample.image_path)
+        except (OSError, UnidentifiedImageError, ValueError):
+            return None
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+            pixels = self.transform(image)
+        return {
+            "image": pixels,
+            "tokens": self.tokenize([sample.caption])[0],
+            "pid": torch.tensor(sample.pid, dtype=torch.long),
+            "caption": torch.tensor(index, dtype=torch.long),
+        }
+
+
+def collate_train(items: list[dict | None]) -> dict:
+    """Stack items into a batch; ``None`` items (unreadable images) are dropped and counted in ``skipped``."""
+    kept = [item for item in items if item is not None]
+    batch: dict = {"skipped": len(items) - len(kept)}
+    if not kept:
+        return batch
+    for key in kept[0]:
+        batch[key] = torch.stack([item[key] for item in kept])
+    return batch

@@ -56,7 +56,8 @@ _register_not_built("eval", "Evaluate text-to-image retrieval with the field's m
 _register_not_built("retrieve", "Search a photo folder with a sentence.", "retrieval issue")
 _register_not_built("synth", "Generate the SketchPedes synthetic benchmark.", "foundation issue")
 _register_not_built("quickstart", "The offline end-to-end demo.", "quickstart issue")
-_register_not_built("data", "Inspect benchmark and web-data folders.", "foundation issue")
+from gadms_cli.commands.data import app as data_app  # noqa: E402
+app.add_typer(data_app, name="data")
 
 
 def main() -> None:

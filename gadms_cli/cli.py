@@ -50,11 +50,14 @@ def _register_not_built(name: str, summary: str, issue: str) -> None:
 # Each line below wires one command module; replace a _register_not_built line
 # when its module lands.
 _register_not_built("curate", "Turn web image-text data into WebPerson-style person-centric pairs.", "curation issue")
-_register_not_built("pretrain", "GA-DMS pretraining from a recipe.", "training issue")
-_register_not_built("finetune", "Fine-tune on CUHK-PEDES, ICFG-PEDES or RSTPReid from a recipe.", "training issue")
+from gadms_cli.commands.train import finetune, pretrain  # noqa: E402
+
+app.command("pretrain")(pretrain)
+app.command("finetune")(finetune)
 _register_not_built("eval", "Evaluate text-to-image retrieval with the field's metrics.", "evaluation issue")
 _register_not_built("retrieve", "Search a photo folder with a sentence.", "retrieval issue")
-_register_not_built("synth", "Generate the SketchPedes synthetic benchmark.", "foundation issue")
+from gadms_cli.commands.synth import synth  # noqa: E402
+app.command("synth")(synth)
 _register_not_built("quickstart", "The offline end-to-end demo.", "quickstart issue")
 from gadms_cli.commands.data import app as data_app  # noqa: E402
 app.add_typer(data_app, name="data")

@@ -6,8 +6,10 @@ Each item is a dict:
     pid       int64 [], identity remapped to 0..N-1
     caption   int64 [], a stable caption index (row of the cached GA-score table)
 
-An image that cannot be read yields ``None``; :func:`collate_train` drops those
-and reports how many it dropped, so one corrupt file never stops an epoch.
+An image that cannot be read yields ``None``; :func:`collate_train` replaces it
+by another item of the same batch and counts it, so one corrupt file never stops
+an epoch and every process keeps the same batch size (which the data-parallel
+all-gather of SDM needs).
 
 Augmentation randomness is a function of (seed, epoch, item index) only, not
 of which worker or how many items came before, so a run resumed mid-epoch sees
@@ -69,11 +71,21 @@ class CaptionedImageDataset(Dataset):
 
 
 def collate_train(items: list[dict | None]) -> dict:
-    """Stack items into a batch; ``None`` items (unreadable images) are dropped and counted in ``skipped``."""
+    """Stack items into a batch.
+
+    ``None`` items (unreadable images) are replaced by the nearest readable item
+    before them (or after, for the first) and counted in ``batch["skipped"]``.
+    Raises ``ValueError`` if no item of the batch could be read.
+    """
     kept = [item for item in items if item is not None]
-    batch: dict = {"skipped": len(items) - len(kept)}
     if not kept:
-        return batch
+        raise ValueError("no image of this batch could be read")
+    filled, last = [], None
+    for item in items:
+        last = item if item is not None else last
+        filled.append(last)
+    filled = [item if item is not None else kept[0] for item in filled]
+    batch: dict = {"skipped": len(items) - len(kept)}
     for key in kept[0]:
-        batch[key] = torch.stack([item[key] for item in kept])
+        batch[key] = torch.stack([item[key] for item in filled])
     return batch

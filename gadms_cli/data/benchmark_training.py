@@ -1,0 +1,84 @@
+"""Training data from a benchmark folder: identity-balanced P x K batches per process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.utils.data import DataLoader
+
+from gadms_cli.data.benchmarks import load_benchmark
+from gadms_cli.data.identity_sampler import IdentityBatchSampler
+from gadms_cli.data.train_dataset import CaptionedImageDataset, collate_train
+from gadms_cli.errors import GadmsError
+
+
+def benchmark_train_data(recipe, accelerator, tokenize: Callable, transform: Callable, image_size):
+    """Build :class:`gadms_cli.train.TrainData` for ``data.kind: benchmark``.
+
+    The global micro-batch (``train.batch_size / train.grad_accumulation``) holds
+    P identities x K captions (K = ``data.samples_per_id``); each process gets
+    its slice of every global micro-batch.
+    """
+    from gadms_cli.train import TrainData
+
+    bench = load_benchmark(Path(recipe.data.path), skip_missing=recipe.data.skip_missing)
+    for key in ("train_split", "val_split"):
+        split = getattr(recipe.data, key)
+        if split is not None and split not in bench.split_names:
+            raise GadmsError(
+                f"'data.{key}': split '{split}' not in {bench.root} (has {', '.join(bench.split_names)}); "
+                f"set --set data.{key}=<one of them>" + (" or null" if key == "val_split" else "")
+            )
+    samples = bench.train_samples(recipe.data.train_split)
+    k = recipe.data.samples_per_id
+    micro_global = recipe.train.batch_size // recipe.train.grad_accumulation
+    if micro_global % k:
+        raise GadmsError(f"'train.batch_size' / 'train.grad_accumulation' = {micro_global} is not a multiple of 'data.samples_per_id' = {k}")
+    if micro_global % accelerator.num_processes:
+        raise GadmsError(
+            f"'train.batch_size' / 'train.grad_accumulation' = {micro_global} is not divisible by the "
+            f"{accelerator.num_processes} processes"
+        )
+    sampler = IdentityBatchSampler(
+        [s.pid for s in samples],
+        ids_per_batch=micro_global // k,
+        samples_per_id=k,
+        num_replicas=accelerator.num_processes,
+        rank=accelerator.process_index,
+        seed=recipe.train.seed,
+    )
+    dataset = CaptionedImageDataset(samples, transform, tokenize, seed=recipe.train.seed)
+    workers = recipe.data.num_workers
+
+    def batches(epoch: int, start_batch: int):
+        sampler.set_epoch(epoch, start_batch)
+        dataset.set_epoch(epoch)
+        loader = DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=collate_train,
+            num_workers=workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=False,
+            # An own generator: creating the loader must not draw from the global RNG,
+            # whose state a resumed run restores for the masking draws.
+            generator=torch.Generator().manual_seed(recipe.train.seed * 1_000_003 + epoch),
+        )
+        return iter(loader)
+
+    per_epoch = len(sampler.global_batches()) // recipe.train.grad_accumulation
+    if per_epoch == 0:
+        raise GadmsError(
+            f"{bench.root}: {len(samples)} training captions cannot fill one batch of {recipe.train.batch_size}; "
+            "lower train.batch_size"
+        )
+    val = bench.eval_split(recipe.data.val_split) if recipe.data.val_split else None
+    return TrainData(
+        batches=batches,
+        steps_per_epoch=per_epoch,
+        num_ids=len({s.pid for s in samples}),
+        num_captions=len(samples),
+        val=val,
+    )

@@ -1,0 +1,243 @@
+"""Training losses: SDM, ITC, ID and MTP (docs/METHOD.md, "Losses").
+
+Shapes: ``B`` pairs in the local batch, ``D`` embedding width, ``C`` identity classes,
+``T`` text positions, ``V`` vocabulary size. Features need not be normalised: SDM and
+ITC L2-normalise them inside. Losses are scalar tensors (nats).
+
+Data parallel (SDM and ITC with ``gather=True``). Every process holds ``B`` local
+pairs, the same ``B`` on every process; the global batch is the concatenation of the
+processes' batches in rank order (what :class:`gadms_cli.data.identity_sampler.IdentityBatchSampler`
+produces). Each process computes the loss rows of its OWN queries against ALL keys of
+the global batch (t2i: local texts vs. all images; i2t: local images vs. all texts) and
+averages them over its ``B`` rows. Because every process has the same ``B``, the mean of
+the processes' values is exactly the single-process loss over the global batch.
+
+Gradients: :func:`gather_with_grad` sums, in its backward, the gradient that every
+process's loss sends to each slice, so after ``backward`` the local features of process
+``r`` hold ``d(sum over processes of L_p) / d(local features) = W * dL_global / d(local
+features)`` with ``W`` the world size. DDP (and Accelerate) then AVERAGE parameter
+gradients over processes, which divides by ``W``: the parameter gradients equal those of
+one process training on the global batch. (With a plain sum of gradients instead of
+DDP's average, divide the loss by ``W``.)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor
+
+IGNORE_INDEX = -100
+
+
+# ---------------------------------------------------------------------------
+# Data-parallel gathering
+# ---------------------------------------------------------------------------
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather along dim 0 whose backward returns the summed gradient of the local slice.
+
+    Forward: every process contributes its ``[B, ...]`` tensor; all get ``[W*B, ...]``.
+    Backward: process ``p`` receives the gradient of its own loss w.r.t. the whole
+    gathered tensor; an all-reduce (sum) adds up every process's gradient, and each
+    process keeps the rows of its own slice. One collective, on every backend (gloo
+    supports neither reduce-scatter nor what torch.distributed.nn uses to emulate it
+    cheaply), and no deprecation warning.
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: Tensor) -> Tensor:  # type: ignore[override]
+        world_size = dist.get_world_size()
+        ctx.rank = dist.get_rank()
+        ctx.local_size = tensor.shape[0]
+        parts = [torch.empty_like(tensor) for _ in range(world_size)]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor) -> Tensor:  # type: ignore[override]
+        grad = grad_output.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        start = ctx.rank * ctx.local_size
+        return grad[start : start + ctx.local_size]
+
+
+def gather_with_grad(tensor: Tensor) -> Tensor:
+    """Concatenate ``tensor`` ``[B, ...]`` from all processes into ``[W*B, ...]`` (rank order).
+
+    Differentiable: the gradient flows back to this process's slice (summed over all
+    processes' losses, see the module docstring). Every process must pass the same shape.
+    Without an initialised process group (or with one process) returns ``tensor`` itself.
+    """
+    if not _distributed():
+        return tensor
+    return _GatherWithGrad.apply(tensor)
+
+
+def gather_no_grad(tensor: Tensor) -> Tensor:
+    """Concatenate ``tensor`` ``[B, ...]`` from all processes (no gradient; for labels)."""
+    if not _distributed():
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def _at_least_float32(tensor: Tensor) -> Tensor:
+    """Half-precision similarities go to float32 before softmax (a few KB; float64 stays)."""
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
+
+
+def _local_offset(local_size: int) -> int:
+    """Index of this process's first row in the global batch."""
+    return dist.get_rank() * local_size if _distributed() else 0
+
+
+# ---------------------------------------------------------------------------
+# SDM
+# ---------------------------------------------------------------------------
+
+
+def _sdm_rows(
+    queries: Tensor,
+    keys: Tensor,
+    query_pids: Tensor,
+    key_pids: Tensor,
+    logit_scale: float,
+    epsilon: float,
+) -> Tensor:
+    """Mean over query rows of ``sum_b P_ab (log P_ab - log(Q_ab + eps))``.
+
+    Args:
+        queries: ``[N, D]`` normalised; keys: ``[M, D]`` normalised.
+        query_pids: ``[N]``; key_pids: ``[M]``.
+    """
+    logits = logit_scale * _at_least_float32(queries @ keys.t())  # [N, M]
+    log_p = F.log_softmax(logits, dim=1)
+    same_id = (query_pids[:, None] == key_pids[None, :]).to(logits.dtype)
+    # Each query's identity is among the keys (its own pair), so every row sum is >= 1.
+    q = same_id / same_id.sum(dim=1, keepdim=True)
+    kl_rows = (log_p.exp() * (log_p - torch.log(q + epsilon))).sum(dim=1)
+    return kl_rows.mean()
+
+
+def sdm_loss(
+    image_feats: Tensor,
+    text_feats: Tensor,
+    pids: Tensor,
+    logit_scale: float = 50.0,
+    epsilon: float = 1e-8,
+    gather: bool = False,
+) -> Tensor:
+    """IRRA's similarity distribution matching loss.
+
+    With L2-normalised image features I and text features T,
+    ``P_t2i = softmax_rows(scale * T I^T)``, ``P_i2t = softmax_rows(scale * I T^T)`` and
+    ``Q = [y_a == y_b]`` normalised to sum 1 per row, the loss is
+    ``mean_rows KL(P_t2i || Q) + mean_rows KL(P_i2t || Q)``.
+
+    KL with zero entries of Q: like IRRA, each term is ``P (log P - log(Q + eps))``. Where
+    Q is 0 (a different identity) the true KL would be infinite; this form instead charges
+    ``P (log P - log eps)``, a large finite penalty (``-log 1e-8 = 18.4``) that pushes that
+    probability mass towards the matching identities. The value is therefore not a true
+    KL; it is IRRA's and GA-DMS's loss.
+
+    Args:
+        image_feats: ``[B, D]`` image embeddings (local batch).
+        text_feats: ``[B, D]`` text embeddings of the same pairs.
+        pids: ``[B]`` integer identity of each pair.
+        logit_scale: temperature inverse (METHOD.md: fixed 50).
+        epsilon: added to Q inside the log.
+        gather: under data parallel, rows are this process's pairs and keys are the
+            global batch (see the module docstring); a no-op with one process.
+    Returns:
+        Scalar loss.
+    """
+    image_feats = F.normalize(image_feats, dim=-1)
+    text_feats = F.normalize(text_feats, dim=-1)
+    if gather:
+        all_images = gather_with_grad(image_feats)
+        all_texts = gather_with_grad(text_feats)
+        all_pids = gather_no_grad(pids)
+    else:
+        all_images, all_texts, all_pids = image_feats, text_feats, pids
+    t2i = _sdm_rows(text_feats, all_images, pids, all_pids, logit_scale, epsilon)
+    i2t = _sdm_rows(image_feats, all_texts, pids, all_pids, logit_scale, epsilon)
+    return t2i + i2t
+
+
+# ---------------------------------------------------------------------------
+# ITC, ID, MTP
+# ---------------------------------------------------------------------------
+
+
+def itc_loss(
+    image_feats: Tensor,
+    text_feats: Tensor,
+    logit_scale: float = 50.0,
+    gather: bool = False,
+) -> Tensor:
+    """Symmetric InfoNCE: pair ``b``'s image and text are each other's only positive.
+
+    ``(CE(scale * I T^T, diag) + CE(scale * T I^T, diag)) / 2`` over normalised features.
+    With ``gather``, each process's rows are its own pairs against the global batch, as
+    in :func:`sdm_loss` (the positive of local row ``i`` is global column ``rank*B + i``).
+
+    Args:
+        image_feats, text_feats: ``[B, D]`` embeddings of the same pairs.
+    Returns:
+        Scalar loss.
+    """
+    image_feats = F.normalize(image_feats, dim=-1)
+    text_feats = F.normalize(text_feats, dim=-1)
+    if gather:
+        all_images, all_texts = gather_with_grad(image_feats), gather_with_grad(text_feats)
+    else:
+        all_images, all_texts = image_feats, text_feats
+    local = image_feats.shape[0]
+    targets = torch.arange(local, device=image_feats.device) + (_local_offset(local) if gather else 0)
+    i2t = F.cross_entropy(logit_scale * _at_least_float32(image_feats @ all_texts.t()), targets)
+    t2i = F.cross_entropy(logit_scale * _at_least_float32(text_feats @ all_images.t()), targets)
+    return (i2t + t2i) / 2
+
+
+def id_loss(logits_img: Tensor, logits_txt: Tensor, pids: Tensor) -> Tensor:
+    """Identity classification loss, averaged over the two modalities.
+
+    Args:
+        logits_img: ``[B, C]`` classifier logits of the image embeddings.
+        logits_txt: ``[B, C]`` classifier logits of the text embeddings.
+        pids: ``[B]`` int64 train identity index in ``[0, C)``.
+    Returns:
+        ``(CE(logits_img, pids) + CE(logits_txt, pids)) / 2``, each CE a mean over the batch.
+    """
+    image_term = F.cross_entropy(_at_least_float32(logits_img), pids)
+    text_term = F.cross_entropy(_at_least_float32(logits_txt), pids)
+    return (image_term + text_term) / 2
+
+
+def mtp_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Masked token prediction: cross-entropy at the masked positions only.
+
+    Args:
+        logits: ``[B, T, V]`` (or any ``[..., V]``) decoder logits.
+        labels: ``[B, T]`` (matching the leading dims): the original token id at masked
+            positions, ``-100`` elsewhere (see :func:`gadms_cli.gadms.masking.apply_bert_replacement`).
+    Returns:
+        Mean cross-entropy over the masked tokens of the whole batch (each masked token
+        weighs the same). With no masked token: 0, still attached to ``logits`` so that
+        ``backward`` works (and gives zero gradients).
+    """
+    flat_logits = logits.reshape(-1, logits.shape[-1])
+    flat_labels = labels.reshape(-1)
+    keep = flat_labels != IGNORE_INDEX
+    if not bool(keep.any()):
+        return flat_logits.sum() * 0.0
+    # Select before up-casting so an fp16 [B, T, V] tensor is never copied whole to fp32.
+    return F.cross_entropy(_at_least_float32(flat_logits[keep]), flat_labels[keep])

@@ -1,0 +1,398 @@
+"""One training loop, on HuggingFace Accelerate, for ``gadms pretrain`` and ``gadms finetune``.
+
+The same code runs one process on a laptop or many under ``accelerate launch``
+/ ``torchrun``. What happens, in order:
+
+1. the run directory is made (or found again with ``resume``) and the resolved recipe saved;
+2. data: a benchmark folder gives identity-balanced P x K batches (each process
+   takes its slice of every global batch, so SDM's all-gather sees the global
+   batch); a WebPerson source is streamed (one identity per image, both captions
+   in the same batch);
+3. model, objective (``gadms``, ``irra`` or ``clip``), optimiser and per-step
+   warm-up + cosine schedule;
+4. the loop: gradient accumulation, clipping, a NaN/inf guard, logging
+   (rich progress, TensorBoard, ``metrics.jsonl``), validation on the VALIDATION
+   split (never test) with ``best/`` and ``last/`` model checkpoints, and full-state
+   checkpoints every N steps that ``resume`` continues from exactly.
+
+Only the main process writes run files (Accelerate's state saving also writes one
+small RNG file per process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from accelerate import Accelerator, PartialState
+from accelerate.utils import ProjectConfiguration, broadcast_object_list, set_seed
+from safetensors.torch import load_file, save_file
+
+from gadms_cli import progress
+from gadms_cli.errors import GadmsError
+from gadms_cli.fileio import atomic_write
+from gadms_cli.launch_check import launch_mismatch
+from gadms_cli.optim import build_optimizer, build_scheduler
+from gadms_cli.recipe import Recipe, dump_recipe, load_recipe
+
+STATE_FILE = "trainer_state.json"
+TABLE_FILE = "score_table.safetensors"
+
+
+@dataclass
+class TrainerState:
+    """Where the loop stands; saved as JSON next to Accelerate's state."""
+
+    step: int = 0  # optimiser steps done
+    epoch: int = 0
+    batch_in_epoch: int = 0  # global batches of `epoch` already consumed
+    best_metric: float | None = None  # validation R1 of best/
+    best_step: int | None = None
+    skipped_images: int = 0
+    samples_seen: int = 0
+    train_seconds: float = 0.0
+    scheduler: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: where the run is, how it ended, and the trained model."""
+
+    run_dir: Path
+    state: TrainerState
+    last_metrics: dict | None  # the last validation metrics, if any
+    stopped_because: str  # finished | max_steps | time limit | stop_after
+    model: object = None  # the trained PersonCLIP (unwrapped, on the training device)
+    score_table: torch.Tensor | None = None  # the cached GA-score table (uint8), if the method keeps one
+
+
+# --- run directory ---------------------------------------------------------------
+
+
+def new_run_dir(recipe: Recipe) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(recipe.train.output_dir) / f"{recipe.train.run_name}-{stamp}"
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete ``checkpoints/step-N`` of a run (incomplete ones are hidden temp names)."""
+    steps = sorted(
+        (int(p.name.split("-", 1)[1]), p)
+        for p in (run_dir / "checkpoints").glob("step-*")
+        if p.name.split("-", 1)[1].isdigit() and (p / STATE_FILE).is_file()
+    )
+    return steps[-1][1] if steps else None
+
+
+def resolve_resume(resume: str) -> tuple[Path, Path]:
+    """``resume`` = a run dir (latest checkpoint) or a ``checkpoints/step-N`` dir -> (run_dir, checkpoint)."""
+    path = Path(resume)
+    if (path / STATE_FILE).is_file() and path.parent.name == "checkpoints":
+        return path.parent.parent, path
+    if not (path / "recipe.yaml").is_file():
+        raise GadmsError(f"--resume '{resume}': not a run directory (no recipe.yaml); pass runs/<name>-<time>")
+    checkpoint = latest_checkpoint(path)
+    if checkpoint is None:
+        raise GadmsError(f"--resume '{resume}': no complete checkpoint under {path / 'checkpoints'}; start a new run")
+    return path, checkpoint
+
+
+# --- model ---------------------------------------------------------------------
+
+
+def uses_mtp(method) -> bool:
+    """Whether the objective needs the cross-modal MTP decoder."""
+    return method.name == "irra" or (method.name == "gadms" and method.mtp)
+
+
+# --- data ------------------------------------------------------------------------
+
+
+@dataclass
+class TrainData:
+    """What the loop needs from the data, whatever its kind."""
+
+    batches: Callable[[int, int], Iterator[dict]]  # (epoch, start_batch) -> this process's micro-batches
+    steps_per_epoch: int  # optimiser steps per epoch
+    num_ids: int
+    num_captions: int
+    val: object | None  # an EvalSplit or None
+
+
+def build_train_data(recipe: Recipe, accelerator: Accelerator, tokenize, image_size) -> TrainData:
+    from gadms_cli.data.transforms import AugmentConfig, train_transform
+
+    augment = AugmentConfig(**asdict(recipe.data.augment))
+    transform = train_transform(image_size, augment)
+    if recipe.data.kind == "benchmark":
+        from gadms_cli.data.benchmark_training import benchmark_train_data
+
+        return benchmark_train_data(recipe, accelerator, tokenize, transform, image_size)
+    from gadms_cli.data.webperson_training import webperson_train_data
+
+    return webperson_train_data(recipe, accelerator, tokenize, transform, image_size)
+
+
+# --- the loop --------------------------------------------------------------------
+
+
+def _json_line(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+class Trainer:
+    """Owns the model, optimiser, data and run directory of one training run.
+
+    Built by :func:`train`; ``run()`` trains until the recipe's epochs (or
+    ``train.max_steps`` / ``train.max_minutes``) are done.
+    """
+
+    def __init__(self, recipe: Recipe, run_dir: Path, accelerator: Accelerator, checkpoint: Path | None = None) -> None:
+        from gadms_cli.data.transforms import eval_transform
+        from gadms_cli.gadms.objective import RetrievalObjective
+        from gadms_cli.model.factory import create_person_clip
+        from gadms_cli.model.tokenizer import Tokenizer
+
+        self.recipe, self.run_dir, self.accelerator = recipe, run_dir, accelerator
+        self.main = accelerator.is_main_process
+        set_seed(recipe.train.seed)
+        with accelerator.main_process_first():  # the main process downloads weights first
+            model = create_person_clip(recipe.model, with_mtp=uses_mtp(recipe.method), num_classes=None)
+        self.tokenize = Tokenizer(model.config.context_length)
+        self.eval_transform = eval_transform(tuple(model.config.image_size))
+        self.data = build_train_data(recipe, accelerator, self.tokenize, tuple(model.config.image_size))
+        if recipe.method.id_loss:
+            model.add_classifier(self.data.num_ids)
+        objective = RetrievalObjective(model, recipe.method, num_captions=self.data.num_captions)
+
+        full = recipe.train.epochs * self.data.steps_per_epoch
+        self.total_steps = min(full, recipe.train.max_steps) if recipe.train.max_steps is not None else full
+        optimizer = build_optimizer(model, recipe.optim)
+        # The scheduler is stepped by hand once per optimiser step (not prepared: Accelerate
+        # would step it once per process) and saved in our trainer state.
+        self.scheduler = build_scheduler(optimizer, recipe.optim, self.total_steps, self.data.steps_per_epoch)
+        self.objective, self.optimizer = accelerator.prepare(objective, optimizer)
+        self.state = TrainerState()
+        self.validated_at: int | None = None
+        if checkpoint is not None:
+            self._load_state(checkpoint)
+        if self.main:
+            accelerator.init_trackers("tensorboard")
+
+    # --- pieces -------------------------------------------------------------------
+
+    @property
+    def model(self):
+        """The PersonCLIP, unwrapped from DDP."""
+        return self.accelerator.unwrap_model(self.objective).model
+
+    def _load_state(self, checkpoint: Path) -> None:
+        self.accelerator.load_state(str(checkpoint))
+        self.state = TrainerState(**json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8")))
+        self.scheduler.load_state_dict(self.state.scheduler)
+        table = checkpoint / TABLE_FILE
+        if table.is_file():
+            self.accelerator.unwrap_model(self.objective).load_table(load_file(str(table)))
+
+    def save_state(self) -> Path:
+        """Accelerate state + trainer state + score table -> checkpoints/step-N, renamed into place when complete."""
+        state, acc = self.state, self.accelerator
+        final = self.run_dir / "checkpoints" / f"step-{state.step}"
+        tmp = self.run_dir / "checkpoints" / f".step-{state.step}.tmp"
+        state.scheduler = self.scheduler.state_dict()
+        if self.main and tmp.exists():
+            shutil.rmtree(tmp)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        if self.main:
+            table = acc.unwrap_model(self.objective).table_state()
+            if table:
+                save_file(table, str(tmp / TABLE_FILE))
+            with atomic_write(tmp / STATE_FILE) as handle:
+                json.dump(asdict(state), handle, indent=1)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        acc.wait_for_everyone()
+        return final
+
+    def log(self, metrics: dict, split: str) -> None:
+        """One line in metrics.jsonl and the TensorBoard scalars (main process only)."""
+        if not self.main:
+            return
+        _json_line(self.run_dir / "metrics.jsonl", {"step": self.state.step, "epoch": self.state.epoch, "split": split, **metrics})
+        scalars = {f"{split}/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
+        self.accelerator.log(scalars, step=self.state.step)
+
+    def validate(self) -> dict | None:
+        """Metrics on the validation split (main process), best/ and last/ model checkpoints."""
+        from gadms_cli.evaluate import evaluate_split
+        from gadms_cli.model.checkpoint import save_checkpoint
+
+        if self.data.val is None or self.validated_at == self.state.step:
+            return None
+        self.validated_at = self.state.step
+        metrics = None
+        if self.main:
+            metrics = evaluate_split(self.model, self.data.val, self.tokenize, self.eval_transform)
+            self.log(metrics, "val")
+            save_checkpoint(self.model, self.run_dir / "last", recipe=self.recipe, metrics=metrics, step=self.state.step)
+            if self.state.best_metric is None or metrics["R1"] > self.state.best_metric:
+                self.state.best_metric, self.state.best_step = metrics["R1"], self.state.step
+                save_checkpoint(self.model, self.run_dir / "best", recipe=self.recipe, metrics=metrics, step=self.state.step)
+        box = [metrics, self.state.best_metric, self.state.best_step]
+        if self.accelerator.num_processes > 1:
+            broadcast_object_list(box)
+        metrics, self.state.best_metric, self.state.best_step = box
+        return metrics
+
+    def _stop(self, message: str, value: float) -> None:
+        raise GadmsError(
+            f"{message} became {value} at step {self.state.step + 1}; stopped. Last good checkpoint: "
+            f"{latest_checkpoint(self.run_dir) or 'none yet'}; lower optim.lr or set train.mixed_precision=no"
+        )
+
+    def optimizer_step(self, micro: list[dict]) -> dict[str, float]:
+        """Forward/backward over the accumulation group, clip, step. Returns the group's mean numbers."""
+        acc, sums = self.accelerator, {}
+        for i, batch in enumerate(micro):
+            self.state.skipped_images += batch.pop("skipped", 0)
+            batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
+            last = i == len(micro) - 1
+            with (contextlib.nullcontext() if last else acc.no_sync(self.objective)):
+                with acc.autocast():
+                    out = self.objective(batch)
+                loss = out["loss"]
+                if not torch.isfinite(loss.detach()):
+                    self._stop("the loss", float(loss.detach()))
+                acc.backward(loss / len(micro))
+            for key, value in out.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach()) / len(micro)
+        if self.recipe.optim.grad_clip:
+            norm = acc.clip_grad_norm_(self.objective.parameters(), self.recipe.optim.grad_clip)
+            if norm is not None and not torch.isfinite(torch.as_tensor(norm)):
+                self._stop("the gradient norm", float(norm))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return sums
+
+    # --- the loop -----------------------------------------------------------------
+
+    def run(self, stop_after: int | None = None) -> TrainResult:
+        """Train to the end (or ``stop_after`` optimiser steps, as if killed there after a checkpoint)."""
+        recipe, state, data = self.recipe, self.state, self.data
+        accum, train_cfg = recipe.train.grad_accumulation, recipe.train
+        started = time.monotonic() - state.train_seconds
+        stopped, last_metrics = "finished", None
+        window_start, window_samples = time.monotonic(), 0
+        batches = data.batches(state.epoch, state.batch_in_epoch)
+        self.objective.train()
+        bar = progress.make_progress(transient=False)
+        task = bar.add_task("training", total=self.total_steps, completed=state.step, info="")
+        with bar:
+            while state.step < self.total_steps:
+                if stop_after is not None and state.step >= stop_after:
+                    stopped = "stop_after"
+                    break
+                micro = [b for b in (next(batches, None) for _ in range(accum)) if b is not None]
+                if len(micro) < accum:  # end of epoch; a partial accumulation group is dropped
+                    state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+                    if not train_cfg.eval_every:
+                        last_metrics = self.validate() or last_metrics
+                    if state.epoch >= train_cfg.epochs:
+                        break
+                    batches = data.batches(state.epoch, 0)
+                    continue
+                sums = self.optimizer_step(micro)
+                state.step += 1
+                state.batch_in_epoch += accum
+                state.samples_seen += train_cfg.batch_size
+                state.train_seconds = time.monotonic() - started
+                window_samples += train_cfg.batch_size
+                info = ""
+                if state.step % train_cfg.log_every == 0 or state.step == self.total_steps:
+                    elapsed = time.monotonic() - window_start
+                    rate = window_samples / elapsed if elapsed > 0 else 0.0
+                    window_start, window_samples = time.monotonic(), 0
+                    self.log({**sums, "lr": self.scheduler.get_last_lr()[0], "samples_per_s": rate}, "train")
+                    info = f"loss {sums['loss']:.3f}  lr {self.scheduler.get_last_lr()[0]:.1e}  {rate:.0f} samples/s"
+                bar.update(task, completed=state.step, **({"info": info} if info else {}))
+                if train_cfg.eval_every and state.step % train_cfg.eval_every == 0:
+                    last_metrics = self.validate() or last_metrics
+                if train_cfg.checkpoint_every and state.step % train_cfg.checkpoint_every == 0:
+                    self.save_state()
+                if train_cfg.max_minutes is not None:
+                    flag = [state.train_seconds > train_cfg.max_minutes * 60]
+                    if self.accelerator.num_processes > 1:
+                        broadcast_object_list(flag)
+                    if flag[0]:
+                        stopped = "time limit"
+                        break
+        if stopped == "finished" and state.step < train_cfg.epochs * data.steps_per_epoch:
+            stopped = "max_steps"
+        if stopped != "stop_after":
+            last_metrics = self.validate() or last_metrics
+            if data.val is None and self.main:
+                from gadms_cli.model.checkpoint import save_checkpoint
+
+                save_checkpoint(self.model, self.run_dir / "last", recipe=recipe, metrics=None, step=state.step)
+        if latest_checkpoint(self.run_dir) != self.run_dir / "checkpoints" / f"step-{state.step}":
+            self.save_state()
+        self.accelerator.end_training()
+        table = self.accelerator.unwrap_model(self.objective).table_state().get("scores")
+        return TrainResult(self.run_dir, state, last_metrics, stopped, model=self.model, score_table=table)
+
+
+def train(
+    recipe: Recipe | None = None,
+    *,
+    resume: str | Path | None = None,
+    overrides: list[str] | None = None,
+    run_dir: str | Path | None = None,
+    expected_processes: int | None = None,
+    cpu: bool = False,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Run a recipe, or resume a run (``resume`` = run dir or checkpoint dir; ``overrides``
+    then apply to the run's saved recipe, e.g. ``train.max_minutes``)."""
+    checkpoint: Path | None = None
+    if resume:
+        resumed_dir, checkpoint = resolve_resume(str(resume))
+        recipe = load_recipe(resumed_dir / "recipe.yaml", overrides)
+        run_dir = resumed_dir
+    elif recipe is None:
+        raise ValueError("train() needs a recipe or resume")
+
+    use_cpu = cpu or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true") or not torch.cuda.is_available()
+    # bf16 autocast works on CPU; fp16 needs a GPU.
+    mixed = "no" if use_cpu and recipe.train.mixed_precision == "fp16" else recipe.train.mixed_precision
+    launch = PartialState(cpu=use_cpu)
+    mismatch = launch_mismatch(launch.num_processes, expected_processes)
+    if mismatch:
+        raise GadmsError(mismatch)
+    names = [str(run_dir or new_run_dir(recipe))]  # every process must agree: the main one names it
+    if launch.num_processes > 1:
+        broadcast_object_list(names)
+    run_dir = Path(names[0])
+    if launch.is_main_process:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        with atomic_write(run_dir / "recipe.yaml") as handle:
+            handle.write(dump_recipe(recipe))
+    launch.wait_for_everyone()
+    accelerator = Accelerator(
+        mixed_precision=mixed,
+        cpu=use_cpu,
+        log_with="tensorboard",
+        project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
+    )
+    return Trainer(recipe, run_dir, accelerator, checkpoint).run(stop_after=stop_after)

@@ -54,7 +54,9 @@ from gadms_cli.commands.train import finetune, pretrain  # noqa: E402
 
 app.command("pretrain")(pretrain)
 app.command("finetune")(finetune)
-_register_not_built("eval", "Evaluate text-to-image retrieval with the field's metrics.", "evaluation issue")
+from gadms_cli.commands.eval import eval_command  # noqa: E402
+
+app.command("eval")(eval_command)
 _register_not_built("retrieve", "Search a photo folder with a sentence.", "retrieval issue")
 from gadms_cli.commands.synth import synth  # noqa: E402
 app.command("synth")(synth)

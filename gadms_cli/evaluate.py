@@ -382,3 +382,82 @@ def evaluate_split(
     if return_similarity:
         metrics["similarity"] = similarity
     return metrics
+
+
+def top_k_ranking(similarity: torch.Tensor, k: int, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per query, the ``k`` best gallery items: (scores [Q, k], gallery indices [Q, k]), best first.
+
+    Ties go by gallery order, as in :func:`retrieval_metrics` (``torch.topk`` does not
+    promise an order among equal scores, so each chunk is ranked by a stable sort).
+    """
+    k = min(k, similarity.shape[1])
+    scores, indices = [], []
+    for start in range(0, similarity.shape[0], chunk):
+        block = similarity[start : start + chunk]
+        order = torch.sort(block, dim=1, descending=True, stable=True).indices[:, :k]
+        indices.append(order)
+        scores.append(torch.gather(block, 1, order))
+    return torch.cat(scores), torch.cat(indices)
+
+
+def evaluate_benchmark(
+    model: torch.nn.Module,
+    root: Any,
+    split: str = "test",
+    *,
+    skip_missing: bool = False,
+    image_batch_size: int = 128,
+    num_workers: int = 0,
+    ranking_k: int = 0,
+    name: str | None = None,
+) -> dict:
+    """Load the benchmark folder ``root`` and evaluate ``model`` on ``split``.
+
+    Returns ``{"bench", "format", "root", "split", "R1", "R5", "R10", "mAP", "mINP", "queries",
+    "gallery"}`` (plus ``"ranking"``: per-query top-``ranking_k`` when asked). ``bench`` is
+    ``name`` if given, else the folder's name.
+    """
+    from pathlib import Path
+
+    from gadms_cli.data.benchmarks import load_benchmark
+    from gadms_cli.data.transforms import eval_transform
+    from gadms_cli.model.tokenizer import Tokenizer
+
+    bench = load_benchmark(Path(root), skip_missing=skip_missing)
+    if split not in bench.split_names:
+        hint = " (ICFG-PEDES has no validation split)" if bench.format == "icfg-pedes" else ""
+        raise GadmsError(
+            f"{bench.root}: no '{split}' split{hint}; --split must be one of {', '.join(bench.split_names)}"
+        )
+    data = bench.eval_split(split)
+    config = model.config
+    metrics = evaluate_split(
+        model,
+        data,
+        Tokenizer(config.context_length),
+        eval_transform(tuple(config.image_size)),
+        image_batch_size=image_batch_size,
+        num_workers=num_workers,
+        return_similarity=ranking_k > 0,
+    )
+    result = {"bench": name or bench.root.name, "format": bench.format, "root": str(bench.root), "split": split}
+    result.update({key: metrics[key] for key in ("R1", "R5", "R10", "mAP", "mINP", "queries", "gallery")})
+    if ranking_k > 0:
+        scores, indices = top_k_ranking(metrics["similarity"], ranking_k)
+        result["ranking"] = [
+            {
+                "query": data.queries[q],
+                "id": data.query_ids[q],
+                "top": [
+                    {
+                        "rank": r + 1,
+                        "path": str(data.gallery_paths[int(g)]),
+                        "id": data.gallery_ids[int(g)],
+                        "score": round(float(s), 6),
+                    }
+                    for r, (s, g) in enumerate(zip(scores[q], indices[q]))
+                ],
+            }
+            for q in range(len(data.queries))
+        ]
+    return result

@@ -6,10 +6,17 @@ body so that ``gadms --help`` stays fast.
 
 from __future__ import annotations
 
-import typer
+import os
 
-from gadms_cli import __version__
-from gadms_cli.commands.common import fail
+# OpenMP threads that spin while waiting make torch many times slower as soon as another
+# process (a DataLoader worker, a second job) shares the cores; sleeping waits cost little.
+# Set before torch is imported (the command modules import it lazily). A user's value wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import typer  # noqa: E402
+
+from gadms_cli import __version__  # noqa: E402
+from gadms_cli.commands.common import fail  # noqa: E402
 
 app = typer.Typer(
     name="gadms",

@@ -49,7 +49,9 @@ def build_optimizer(model: nn.Module, optim: OptimRecipe) -> torch.optim.Optimiz
     """Adam (the paper's, with L2 weight decay) or AdamW (decoupled decay) over :func:`param_groups`."""
     groups = param_groups(model, optim)
     cls = torch.optim.Adam if optim.optimizer == "adam" else torch.optim.AdamW
-    return cls(groups, lr=optim.lr, betas=optim.betas, eps=optim.eps)
+    # The fused kernel (CPU and CUDA) is several times faster than the per-tensor loop,
+    # which matters here: the 49408-row token embedding and MTP head are large.
+    return cls(groups, lr=optim.lr, betas=optim.betas, eps=optim.eps, fused=True)
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, start_factor: float, min_ratio: float) -> float:

@@ -250,11 +250,31 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read a recipe YAML file, apply ``--set`` overrides, validate."""
+SHIPPED_RECIPES = Path(__file__).resolve().parent / "recipes"
+
+
+def shipped_recipes() -> list[str]:
+    """Names of the recipes that come with the package (``quickstart``, ``webperson``, ...)."""
+    return sorted(p.stem for p in SHIPPED_RECIPES.glob("*.yaml"))
+
+
+def resolve_recipe_path(path: str | Path) -> Path:
+    """A recipe file: ``path`` itself, else the shipped recipe of that name (``webperson``,
+    ``recipes/webperson.yaml`` and ``webperson.yaml`` all find the packaged one)."""
     path = Path(path)
-    if not path.is_file():
-        raise GadmsError(f"recipe file '{path}' not found; pass a YAML file such as recipes/quickstart.yaml")
+    if path.is_file():
+        return path
+    shipped = SHIPPED_RECIPES / (path.stem + ".yaml")
+    if path.suffix in ("", ".yaml") and shipped.is_file():
+        return shipped
+    raise GadmsError(
+        f"recipe file '{path}' not found; pass a YAML file or a shipped recipe name ({', '.join(shipped_recipes())})"
+    )
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe YAML file (or a shipped recipe by name), apply ``--set`` overrides, validate."""
+    path = resolve_recipe_path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:

@@ -61,8 +61,14 @@ def test_bad_yaml_names_the_file_and_line(tmp_path):
     path.write_text("train:\n  epochs: [1,\n")
     with pytest.raises(GadmsError, match=r"bad.yaml line \d+: not valid YAML"):
         load_recipe(path)
-    with pytest.raises(GadmsError, match="not found"):
+    with pytest.raises(GadmsError, match="not found; pass a YAML file or a shipped recipe name"):
         load_recipe(tmp_path / "missing.yaml")
+
+
+def test_shipped_recipes_are_found_by_name_from_anywhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("quickstart", "quickstart.yaml", "recipes/quickstart.yaml"):
+        assert load_recipe(name).model.arch == "gadms-small"
 
 
 def test_dumped_recipe_reloads_identically(tmp_path):

@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.gadms-installed
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench docs clean
 
 install: $(STAMP)
 
@@ -30,3 +30,6 @@ bench: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+docs: install
+	$(BIN)/typer gadms_cli.cli utils docs --name gadms --title "gadms command line reference" --output docs/cli.md

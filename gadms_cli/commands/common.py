@@ -34,6 +34,6 @@ def cli_command(func: F) -> F:
         except GadmsError as exc:
             fail(str(exc))
         except KeyboardInterrupt:
-            fail("interrupted; outputs written so far are complete (resume by running the command again)", 130)
+            fail("interrupted; every file written so far is complete (no half-written output is left)", 130)
 
     return wrapper  # type: ignore[return-value]

@@ -1,0 +1,470 @@
+"""SketchPedes ablation of GA-DMS: which part of the method buys what, under 30% caption noise.
+
+Our own test of the paper's ablation (its Table 4; METHOD.md "Reference results":
+base 56.75 -> similarity-score noise masking 63.29 -> GA score 63.87 -> + MTP 64.25
+R@1). Every arm trains the same small CLIP from scratch on the same SketchPedes set
+(30% of the TRAIN captions corrupted like web captions; val/test captions clean), for
+the same number of optimiser steps, with the same seeds, from the shipped
+``quickstart`` recipe; only the ``method`` section changes:
+
+==============  ======================================================================
+arm             method
+==============  ======================================================================
+clip            ``clip``: SDM on the clean caption only (no masking, no MTP)
+similarity      noise masking by a plain token-image similarity score + SDM (MTP off)
+ga              noise masking by the GA score + SDM (MTP off)
+ga_mtp          GA score + SDM + MTP on informative-masked captions: full GA-DMS, ``online``
+ga_mtp_cached   full GA-DMS with the paper's ``cached`` score timing
+random          (not run by default) noise masking by random scores + SDM: a control
+==============  ======================================================================
+
+The model is selected on the VALIDATION split (the training loop keeps ``best/``) and
+evaluated once on the TEST split. Each finished (arm, seed) is stored in a JSON cache in
+``--out``; a rerun with the same settings skips it (so an interrupted ablation resumes).
+At the end the script prints mean +- std (sample standard deviation over seeds) of R@1
+and mAP per arm and writes ``ablation-sketchpedes.md`` + ``.json`` (table, per-seed
+figures, the exact command, machine, date) atomically into ``--results``
+(default ``docs/results/``; with ``--quick``, the ``--out`` folder).
+
+    python benchmarks/ablation.py                          # 5 arms x 3 seeds, 300 steps each
+    python benchmarks/ablation.py --steps 600 --seeds 0 1 2 3 4
+    python benchmarks/ablation.py --minutes 4              # a time budget instead of steps
+    python benchmarks/ablation.py --data gadms-quickstart/sketchpedes --arms clip ga_mtp
+    python benchmarks/ablation.py --quick                  # smoke run: tiny model, tiny data, few steps
+
+Prefer ``--steps`` (the default): every arm then takes exactly the same optimiser steps
+and the same learning-rate schedule, and the time each run took is reported beside it.
+With ``--minutes`` the arms get the same wall-clock budget instead (the GA-DMS arms, whose
+steps cost more, then take fewer steps) and the cosine schedule does not finish.
+"""
+
+from __future__ import annotations
+
+import os
+
+# As the gadms CLI does (cli.py): spinning OpenMP waits make torch many times slower on a
+# few cores shared with a DataLoader worker. Must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import shlex  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from dataclasses import asdict, dataclass  # noqa: E402
+from datetime import datetime, timezone  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+from gadms_cli.data.synth import SynthConfig, generate_sketchpedes  # noqa: E402
+from gadms_cli.errors import GadmsError  # noqa: E402
+from gadms_cli.fileio import atomic_write  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE_FILE = "ablation-cache.json"
+RESULT_STEM = "ablation-sketchpedes"
+CACHE_VERSION = 1
+NOISE = 0.3
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One configuration of the comparison: a label for the table and its recipe overrides."""
+
+    label: str
+    overrides: tuple[str, ...]
+
+
+_GADMS = ("method.name=gadms", "method.noise_masking=true")
+ARMS: dict[str, Arm] = {
+    "clip": Arm("clip: SDM only", ("method.name=clip",)),
+    "similarity": Arm(
+        "similarity-score noise masking + SDM",
+        (*_GADMS, "method.token_score=similarity", "method.mtp=false", "method.score_timing=online"),
+    ),
+    "ga": Arm("GA score + SDM", (*_GADMS, "method.token_score=ga", "method.mtp=false", "method.score_timing=online")),
+    "ga_mtp": Arm(
+        "GA score + SDM + MTP (GA-DMS, online)",
+        (*_GADMS, "method.token_score=ga", "method.mtp=true", "method.score_timing=online"),
+    ),
+    "ga_mtp_cached": Arm(
+        "GA score + SDM + MTP (GA-DMS, cached)",
+        (*_GADMS, "method.token_score=ga", "method.mtp=true", "method.score_timing=cached"),
+    ),
+    "random": Arm(
+        "random-score noise masking + SDM (control)",
+        (*_GADMS, "method.token_score=random", "method.mtp=false", "method.score_timing=online"),
+    ),
+}
+DEFAULT_ARMS = ("clip", "similarity", "ga", "ga_mtp", "ga_mtp_cached")
+BASELINE_ARM = "clip"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Model, data and batch of a mode (full or ``--quick``)."""
+
+    arch: str
+    image_size: tuple[int, int]  # (height, width) pixels
+    batch_size: int
+    steps: int
+    seeds: tuple[int, ...]
+    synth: SynthConfig
+    data_folder: str  # under --out, when --data is not given
+    num_workers: int
+
+
+FULL = Profile(
+    arch="gadms-small",  # both towers width 128, 3 layers: the quickstart's model
+    image_size=(192, 64),
+    batch_size=128,
+    steps=300,
+    seeds=(0, 1, 2),
+    synth=SynthConfig(train_ids=800, val_ids=50, test_ids=100, images_per_id=4, height=192, width=64, noise=NOISE),
+    data_folder="sketchpedes-noise0.3",
+    num_workers=1,
+)
+QUICK = Profile(
+    arch="gadms-tiny",  # width 64, 2 layers
+    image_size=(96, 32),
+    batch_size=16,
+    steps=4,
+    seeds=(0,),
+    synth=SynthConfig(train_ids=24, val_ids=6, test_ids=8, images_per_id=2, height=96, width=32, noise=NOISE),
+    data_folder="sketchpedes-quick",
+    num_workers=0,
+)
+
+
+# --- data ------------------------------------------------------------------------------
+
+
+def prepare_data(args: argparse.Namespace, profile: Profile) -> tuple[Path, dict]:
+    """The SketchPedes folder to use and its manifest (``sketchpedes.json``); generated if needed."""
+    if args.data is not None:
+        root = Path(args.data)
+        manifest_path = root / "sketchpedes.json"
+        if not manifest_path.is_file():
+            raise GadmsError(f"--data {root}: no sketchpedes.json; pass a folder written by 'gadms synth'")
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        noise = manifest.get("config", {}).get("noise")
+        if noise != NOISE:
+            print(f"note: --data {root} has caption noise {noise}, not {NOISE}; the results record it", flush=True)
+        return root, manifest
+    root = Path(args.out) / profile.data_folder
+    wanted = {key: value for key, value in asdict(profile.synth).items() if key != "workers"}
+    manifest_path = root / "sketchpedes.json"
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        if manifest.get("config") == wanted and (root / "reid_raw.json").is_file():
+            print(f"reusing {root}", flush=True)
+            return root, manifest
+    print(f"generating SketchPedes (noise {NOISE}) -> {root}", flush=True)
+    summary = generate_sketchpedes(root, profile.synth, overwrite=True)
+    print(f"  {summary.images} images in {summary.seconds:.1f} s", flush=True)
+    return root, json.loads(manifest_path.read_text(encoding="utf-8"))
+
+
+# --- settings and the cache ---------------------------------------------------------------
+
+
+def base_overrides(args: argparse.Namespace, profile: Profile, data_dir: Path, steps: int | None) -> list[str]:
+    """Recipe overrides shared by every arm (the arm's and the seed's come on top)."""
+    height, width = profile.image_size
+    common = [
+        f"model.arch={profile.arch}",
+        f"model.image_size=[{height}, {width}]",
+        "model.pretrained=null",
+        f"data.path={data_dir}",
+        "data.val_split=val",
+        f"data.num_workers={profile.num_workers}",
+        f"train.batch_size={profile.batch_size}",
+        "train.checkpoint_every=0",  # resumability is per (arm, seed) through the cache
+    ]
+    if steps is not None:
+        # enough epochs that max_steps ends the run; the cosine schedule spans exactly `steps`
+        common += [f"train.max_steps={steps}", "train.max_minutes=null", "train.epochs=100000",
+                   f"train.eval_every={max(1, steps // args.evals)}"]
+    else:
+        common += ["train.max_steps=null", f"train.max_minutes={args.minutes}", "train.eval_every=0"]
+    return common + list(args.set)
+
+
+def settings_key(overrides: list[str], manifest: dict) -> str:
+    """A short hash of recipe overrides and data options: a cached result is reused only when they match."""
+    blob = json.dumps({"overrides": overrides, "data": manifest.get("config"), "version": CACHE_VERSION}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def read_cache(path: Path) -> dict:
+    if not path.is_file():
+        return {"version": CACHE_VERSION, "entries": {}}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if data.get("version") != CACHE_VERSION:
+        return {"version": CACHE_VERSION, "entries": {}}
+    return data
+
+
+def write_json(path: Path, data: dict) -> None:
+    with atomic_write(path) as handle:
+        json.dump(data, handle, indent=1)
+        handle.write("\n")
+
+
+# --- one run -------------------------------------------------------------------------------
+
+
+def run_one(arm: str, seed: int, common: list[str], runs_dir: Path, data_dir: Path, cpu: bool) -> dict:
+    """Train one (arm, seed), evaluate the val-selected model on TEST; return the record."""
+    from accelerate.state import AcceleratorState
+
+    from gadms_cli.evaluate import evaluate_benchmark
+    from gadms_cli.model.checkpoint import load_checkpoint
+    from gadms_cli.recipe import load_recipe
+    from gadms_cli.train import train
+
+    run_dir = runs_dir / f"{arm}-seed{seed}"
+    if run_dir.exists():  # an unfinished earlier attempt (finished ones are in the cache)
+        shutil.rmtree(run_dir)
+    recipe = load_recipe(
+        "quickstart", [*common, *ARMS[arm].overrides, f"train.seed={seed}", f"train.run_name={arm}-seed{seed}"]
+    )
+    started = time.monotonic()
+    AcceleratorState._reset_state(True)
+    try:
+        result = train(recipe, run_dir=run_dir, cpu=cpu)
+    finally:
+        AcceleratorState._reset_state(True)
+    wall = time.monotonic() - started
+    selected = run_dir / "best" if (run_dir / "best").is_dir() else run_dir / "last"
+    device = "cpu" if cpu or not torch.cuda.is_available() else "cuda"
+    model = load_checkpoint(selected, device=device).eval()
+    test = evaluate_benchmark(model, data_dir, "test", name="sketchpedes")
+    # The full-state checkpoints (model + optimiser) only serve `--resume`; this script
+    # resumes per finished run through its cache, so they are dropped to save disk.
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    state = result.state
+    return {
+        "arm": arm,
+        "seed": seed,
+        "test": {key: test[key] for key in ("R1", "R5", "R10", "mAP", "mINP", "queries", "gallery")},
+        "val_best_R1": state.best_metric,
+        "val_best_step": state.best_step,
+        "selected": selected.name,
+        "steps": state.step,
+        "stopped_because": result.stopped_because,
+        "train_seconds": round(state.train_seconds, 2),
+        "seconds_per_step": round(state.train_seconds / max(state.step, 1), 4),
+        "wall_seconds": round(wall, 2),
+        "run_dir": str(run_dir),
+    }
+
+
+# --- summary and result files -----------------------------------------------------------------
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None with a single value)."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def pm(values: list[float]) -> str:
+    mean, std = mean_std(values)
+    return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
+
+
+def summarise(records: list[dict], arms: list[str]) -> list[dict]:
+    """Per arm: n, mean/std of test R@1 and mAP, mean seconds per run and per step."""
+    rows = []
+    baseline = [r["test"]["R1"] for r in records if r["arm"] == BASELINE_ARM]
+    for arm in arms:
+        mine = [r for r in records if r["arm"] == arm]
+        r1 = [r["test"]["R1"] for r in mine]
+        ap = [r["test"]["mAP"] for r in mine]
+        r1_mean, r1_std = mean_std(r1)
+        ap_mean, ap_std = mean_std(ap)
+        rows.append({
+            "arm": arm,
+            "label": ARMS[arm].label,
+            "seeds": [r["seed"] for r in mine],
+            "R1_mean": round(r1_mean, 3),
+            "R1_std": None if r1_std is None else round(r1_std, 3),
+            "mAP_mean": round(ap_mean, 3),
+            "mAP_std": None if ap_std is None else round(ap_std, 3),
+            "R1_minus_clip": round(r1_mean - statistics.fmean(baseline), 3) if baseline and arm != BASELINE_ARM else None,
+            "steps_mean": statistics.fmean(r["steps"] for r in mine),
+            "train_seconds_mean": round(statistics.fmean(r["train_seconds"] for r in mine), 1),
+            "seconds_per_step_mean": round(statistics.fmean(r["seconds_per_step"] for r in mine), 4),
+            "_r1": r1,
+            "_ap": ap,
+        })
+    return rows
+
+
+def table_lines(rows: list[dict]) -> list[str]:
+    """The summary as a markdown table."""
+    lines = [
+        "| arm | method | seeds | test R@1 | test mAP | R@1 vs clip | steps | s / run | s / step |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        delta = "" if row["R1_minus_clip"] is None else f"{row['R1_minus_clip']:+.2f}"
+        lines.append(
+            f"| {row['arm']} | {row['label']} | {len(row['seeds'])} | {pm(row['_r1'])} | {pm(row['_ap'])} | {delta} "
+            f"| {row['steps_mean']:.0f} | {row['train_seconds_mean']:.0f} | {row['seconds_per_step_mean']:.3f} |"
+        )
+    return lines
+
+
+def machine() -> dict:
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    return info
+
+
+def write_results(results_dir: Path, command: str, settings: dict, rows: list[dict], records: list[dict], quick: bool) -> Path:
+    """``ablation-sketchpedes(-quick).md`` and ``.json`` in ``results_dir``, each written atomically."""
+    stem = RESULT_STEM + ("-quick" if quick else "")
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    info = machine()
+    public_rows = [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
+    write_json(results_dir / f"{stem}.json", {
+        "command": command, "date": date, "machine": info, "settings": settings,
+        "summary": public_rows, "runs": records,
+    })
+    budget = f"{settings['steps']} optimiser steps" if settings["steps"] is not None else f"{settings['minutes']} minutes"
+    lines = [
+        f"# SketchPedes ablation of GA-DMS{' (quick smoke run: not a result)' if quick else ''}",
+        "",
+        f"Made by `{command}` on {date}.",
+        "",
+        f"Machine: {info['platform']}, {info['cpu_count']} CPUs ({info['torch_threads']} torch threads), "
+        f"GPU: {info['gpu'] or 'none'}, torch {info['torch']}, Python {info['python']}.",
+        "",
+        f"Data: SketchPedes `{settings['data_dir']}`, {settings['data']['train_ids']} train / "
+        f"{settings['data']['val_ids']} val / {settings['data']['test_ids']} test identities x "
+        f"{settings['data']['images_per_id']} images, {settings['data']['height']}x{settings['data']['width']}, "
+        f"caption noise {settings['data']['noise']} on the train captions (val and test clean), data seed {settings['data']['seed']}.",
+        "",
+        f"Training: recipe `quickstart` with {settings['arch']} from scratch, batch {settings['batch_size']}, "
+        f"{budget} per run, seeds {', '.join(map(str, settings['seeds']))}; the model is selected on the val split "
+        "(best val R@1) and evaluated once on the test split. Mean ± sample standard deviation over seeds; "
+        "'s / run' is the training loop's time (periodic validation included), 's / step' that time per optimiser step.",
+        "",
+        f"Shared recipe overrides: `{' '.join(settings['overrides'])}`",
+        "",
+        *table_lines(rows),
+        "",
+        "Per run (test split):",
+        "",
+        "| arm | seed | R@1 | R@5 | R@10 | mAP | best val R@1 (step) | steps | train s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        t = r["test"]
+        val = "-" if r["val_best_R1"] is None else f"{r['val_best_R1']:.2f} ({r['val_best_step']})"
+        lines.append(
+            f"| {r['arm']} | {r['seed']} | {t['R1']:.2f} | {t['R5']:.2f} | {t['R10']:.2f} | {t['mAP']:.2f} "
+            f"| {val} | {r['steps']} | {r['train_seconds']:.0f} |"
+        )
+    with atomic_write(results_dir / f"{stem}.md") as handle:
+        handle.write("\n".join(lines) + "\n")
+    return results_dir / f"{stem}.md"
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=None, help=f"arms to run (default: {' '.join(DEFAULT_ARMS)})")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None, help="training seeds (default 0 1 2; --quick: 0)")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, default=None, help="optimiser steps per run (default 300; --quick: 4)")
+    budget.add_argument("--minutes", type=float, default=None, help="training minutes per run instead of a step count")
+    parser.add_argument("--evals", type=int, default=6, help="validations per run with --steps (model selection on val)")
+    parser.add_argument("--data", type=Path, default=None, help="an existing SketchPedes folder (default: generate one under --out)")
+    parser.add_argument("--out", type=Path, default=None, help="work folder: data, runs, cache (default runs/ablation-sketchpedes[-quick])")
+    parser.add_argument("--results", type=Path, default=None, help="where the .md/.json go (default docs/results; --quick: --out)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra recipe override for every arm (repeatable)")
+    parser.add_argument("--cpu", action="store_true", help="train on CPU even when a GPU is present")
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny model and data, a few steps, one seed")
+    args = parser.parse_args(argv)
+    if args.steps is not None and args.steps < 1:
+        parser.error("--steps must be >= 1")
+    if args.minutes is not None and args.minutes <= 0:
+        parser.error("--minutes must be > 0")
+    if args.evals < 1:
+        parser.error("--evals must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    from gadms_cli import progress
+
+    args = parse_args(argv)
+    profile = QUICK if args.quick else FULL
+    arms = list(args.arms or DEFAULT_ARMS)
+    seeds = list(args.seeds if args.seeds is not None else profile.seeds)
+    steps = None if args.minutes is not None else (args.steps or profile.steps)
+    args.out = args.out or Path("runs") / ("ablation-sketchpedes" + ("-quick" if args.quick else ""))
+    results_dir = args.results or (args.out if args.quick else REPO / "docs" / "results")
+    command = "python benchmarks/ablation.py" + ("" if not sys.argv[1:] else " " + shlex.join(sys.argv[1:]))
+    progress.enable(sys.stderr.isatty())  # bars in a terminal; plain lines in a log
+
+    try:
+        data_dir, manifest = prepare_data(args, profile)
+        common = base_overrides(args, profile, data_dir, steps)
+        key = settings_key(common, manifest)  # the shared settings, recorded in the result files
+        cache_path = args.out / CACHE_FILE
+        cache = read_cache(cache_path)
+        records = []
+        total = len(arms) * len(seeds)
+        # seed by seed, so an interrupted ablation already has every arm at the first seeds
+        for index, (arm, seed) in enumerate(((a, s) for s in seeds for a in arms), start=1):
+            entry = f"{settings_key([*common, *ARMS[arm].overrides], manifest)}:{arm}:{seed}"
+            record = cache["entries"].get(entry)
+            if record is None:
+                print(f"[{index}/{total}] {arm} seed {seed}: training ({ARMS[arm].label})", flush=True)
+                record = run_one(arm, seed, common, args.out / "runs", data_dir, args.cpu)
+                cache["entries"][entry] = record
+                write_json(cache_path, cache)
+                status = "done"
+            else:
+                status = "cached"
+            t = record["test"]
+            print(
+                f"[{index}/{total}] {arm} seed {seed} ({status}): {record['steps']} steps in {record['train_seconds']:.0f} s "
+                f"({record['seconds_per_step']:.3f} s/step); test R@1 {t['R1']:.2f} mAP {t['mAP']:.2f} "
+                f"(model from step {record['val_best_step']}, val R@1 {record['val_best_R1'] or 0:.2f})",
+                flush=True,
+            )
+            records.append(record)
+    except GadmsError as error:
+        sys.exit(f"error: {error}")
+
+    rows = summarise(records, arms)
+    print()
+    print("\n".join(table_lines(rows)))
+    settings = {
+        "arms": arms, "seeds": seeds, "steps": steps, "minutes": args.minutes, "quick": args.quick,
+        "arch": profile.arch, "image_size": list(profile.image_size), "batch_size": profile.batch_size,
+        "data_dir": str(data_dir), "data": manifest.get("config"), "overrides": common, "settings_key": key,
+    }
+    written = write_results(results_dir, command, settings, rows, records, args.quick)
+    print(f"\nresults: {written} and {written.with_suffix('.json')}")
+
+
+if __name__ == "__main__":
+    main()

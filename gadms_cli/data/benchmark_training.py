@@ -41,6 +41,12 @@ def benchmark_train_data(recipe, accelerator, tokenize: Callable, transform: Cal
             f"'train.batch_size' / 'train.grad_accumulation' = {micro_global} is not divisible by the "
             f"{accelerator.num_processes} processes"
         )
+    num_ids = len({s.pid for s in samples})
+    if num_ids < micro_global // k:
+        raise GadmsError(
+            f"{bench.root}: {num_ids} training identities cannot fill a batch of {micro_global // k} identities x "
+            f"{k} captions; lower train.batch_size to at most {num_ids * k * recipe.train.grad_accumulation}"
+        )
     sampler = IdentityBatchSampler(
         [s.pid for s in samples],
         ids_per_batch=micro_global // k,
@@ -78,7 +84,7 @@ def benchmark_train_data(recipe, accelerator, tokenize: Callable, transform: Cal
     return TrainData(
         batches=batches,
         steps_per_epoch=per_epoch,
-        num_ids=len({s.pid for s in samples}),
+        num_ids=num_ids,
         num_captions=len(samples),
         val=val,
     )

@@ -16,7 +16,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import typer  # noqa: E402
 
 from gadms_cli import __version__  # noqa: E402
-from gadms_cli.commands.common import fail  # noqa: E402
 
 app = typer.Typer(
     name="gadms",
@@ -41,34 +40,22 @@ def _root(
     """Text-based person retrieval with GA-DMS."""
 
 
-def _register_not_built(name: str, summary: str, issue: str) -> None:
-    """Register a command that is planned but not built: it says so in one line and exits 2."""
-
-    @app.command(
-        name,
-        help=f"{summary} (not built yet)",
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    )
-    def _command(ctx: typer.Context) -> None:
-        fail(f"'gadms {name}' is not built yet ({issue}); see CHANGELOG.md for what is available", code=2)
-
-
-# --- commands -------------------------------------------------------------------
-# Each line below wires one command module; replace a _register_not_built line
-# when its module lands.
-_register_not_built("curate", "Turn web image-text data into WebPerson-style person-centric pairs.", "curation issue")
+# --- commands: one module each, in the order `gadms --help` lists them ---------------
+from gadms_cli.commands.curate import app as curate_app  # noqa: E402
+from gadms_cli.commands.data import app as data_app  # noqa: E402
+from gadms_cli.commands.eval import eval_command  # noqa: E402
+from gadms_cli.commands.quickstart import quickstart  # noqa: E402
+from gadms_cli.commands.retrieve import retrieve  # noqa: E402
+from gadms_cli.commands.synth import synth  # noqa: E402
 from gadms_cli.commands.train import finetune, pretrain  # noqa: E402
 
+app.add_typer(curate_app, name="curate")
 app.command("pretrain")(pretrain)
 app.command("finetune")(finetune)
-from gadms_cli.commands.eval import eval_command  # noqa: E402
-
 app.command("eval")(eval_command)
-_register_not_built("retrieve", "Search a photo folder with a sentence.", "retrieval issue")
-from gadms_cli.commands.synth import synth  # noqa: E402
+app.command("retrieve")(retrieve)
 app.command("synth")(synth)
-_register_not_built("quickstart", "The offline end-to-end demo.", "quickstart issue")
-from gadms_cli.commands.data import app as data_app  # noqa: E402
+app.command("quickstart")(quickstart)
 app.add_typer(data_app, name="data")
 
 

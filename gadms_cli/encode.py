@@ -13,10 +13,17 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from gadms_cli.data.train_dataset import load_rgb
 from gadms_cli.progress import track
+
+
+# What a damaged or hostile image file raises while it is opened, decoded and transformed:
+# OSError (unknown format, truncated data), SyntaxError and ValueError (malformed headers in
+# some PIL plugins), DecompressionBombError (over twice PIL's pixel limit).
+_UNDECODABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 class _ImageFiles(Dataset):
@@ -30,7 +37,7 @@ class _ImageFiles(Dataset):
     def __getitem__(self, index: int):
         try:
             return index, self.transform(load_rgb(self.paths[index]))
-        except OSError:
+        except _UNDECODABLE:
             return index, None
 
 

@@ -1,0 +1,31 @@
+"""`gadms quickstart` end to end with a small data set and a few seconds of training."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from gadms_cli.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.slow
+def test_quickstart_runs_end_to_end_and_reuses_its_outputs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["quickstart", "--dir", "qs", "--train-ids", "40", "--minutes", "0.05",
+            "--set", "model.arch=gadms-tiny", "--set", "train.batch_size=32"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "qs"
+    metrics = json.loads((folder / "eval.json").read_text())
+    # 100 test identities x 4 images, 2 captions each (the quickstart's SketchPedes settings).
+    assert (metrics["gallery"], metrics["queries"]) == (400, 800)
+    assert 0 <= metrics["R1"] <= metrics["R5"] <= metrics["R10"] <= 100
+    assert (folder / "model" / "model.safetensors").is_file()
+    html = (folder / "search.html").read_text()
+    assert "a woman wearing a red coat" in html and html.count("<img") >= 10
+
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "reusing" in again.output and "run:" not in again.output

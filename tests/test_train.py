@@ -130,6 +130,7 @@ def test_two_processes_stay_identical_and_match_one_process_on_the_global_batch(
     # gradient flips it. A huge eps makes the update (lr / eps) * m, linear in the gradient,
     # so the comparison below tests the gradients themselves.
     common = tiny(sketchpedes, tmp_path, "train.max_steps=3", "train.checkpoint_every=0", "method.name=clip",
+                  "method.alignment=sdm", "method.logit_scale=50.0",
                   "data.augment.flip=false", "data.augment.pad_crop=0", "data.val_split=null",
                   "optim.eps=1000.0", "optim.lr=1.0", "optim.weight_decay=0.0", "optim.warmup_epochs=0")
     _launch_two(common, tmp_path / "ddp", tmp_path / "ddp-out")

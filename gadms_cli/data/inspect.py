@@ -29,7 +29,7 @@ from gadms_cli.data.benchmarks import (
 )
 from gadms_cli.data.webperson import (
     JSON_IMAGE_DIR,
-    REQUIRED_COLUMNS,
+    open_shard,
     JsonWebPerson,
     find_gadms_json,
     find_parquet_files,
@@ -89,23 +89,11 @@ def _caption_word_counts(column) -> tuple[list[int], int]:
 
 def _inspect_parquet(root: Path, files: list[Path]) -> dict:
     """Rows from the parquet footers; caption words from the caption columns only (images never read)."""
-    import pyarrow.parquet as pq
-
     rows_by_split: dict[str, int] = defaultdict(int)
     words_by_split: dict[str, list[int]] = defaultdict(list)
     empty_by_split: dict[str, int] = defaultdict(int)
     for path in track(files, "reading parquet shards", total=len(files)):
-        try:
-            parquet = pq.ParquetFile(path)
-        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... for damaged files
-            raise GadmsError(f"{path}: not a readable parquet file ({exc}); download this shard again") from None
-        names = parquet.schema_arrow.names
-        missing = [name for name in REQUIRED_COLUMNS if name not in names]
-        if missing:
-            raise GadmsError(
-                f"{path}: missing column(s) {', '.join(missing)} (has {', '.join(names)}); WebPerson shards "
-                f"need image, image_path, caption1, caption2"
-            )
+        parquet = open_shard(path)
         split = split_of_shard_file(path)
         rows_by_split[split] += parquet.metadata.num_rows
         for batch in parquet.iter_batches(batch_size=65_536, columns=["caption1", "caption2"]):

@@ -97,6 +97,24 @@ def _check_shard(num_shards: int, index: int) -> None:
 # --- local parquet ------------------------------------------------------------------
 
 
+def open_shard(path: Path):
+    """Open one WebPerson parquet shard (footer only) and check its columns; one-line errors otherwise."""
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... for damaged files
+        raise GadmsError(f"{path}: not a readable parquet file ({exc}); download this shard again") from None
+    names = parquet.schema_arrow.names
+    missing = [name for name in REQUIRED_COLUMNS if name not in names]
+    if missing:
+        raise GadmsError(
+            f"{path}: missing column(s) {', '.join(missing)} (has {', '.join(names)}); WebPerson shards "
+            f"need image, image_path, caption1, caption2"
+        )
+    return parquet
+
+
 def split_of_shard_file(path: Path) -> str:
     """The split a shard file belongs to, from the Hub naming ``<split>-00000-of-00012.parquet`` (else "train")."""
     match = re.match(r"^([A-Za-z0-9_]+)-\d+(-of-\d+)?\.parquet$", path.name)
@@ -134,25 +152,14 @@ class ParquetWebPerson:
     """
 
     def __init__(self, files: list[Path], row_range: tuple[int, int] | None = None) -> None:
-        import pyarrow.parquet as pq
-
         if not files:
             raise GadmsError("no parquet files given; pass the WebPerson folder (with data/train-*.parquet)")
         self.files = [Path(f) for f in files]
         self.row_group_rows: list[list[int]] = []  # per file, rows of each row group
         self.has_image_path: list[bool] = []
         for path in self.files:
-            try:
-                parquet = pq.ParquetFile(path)
-            except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... for damaged files
-                raise GadmsError(f"{path}: not a readable parquet file ({exc}); download this shard again") from None
+            parquet = open_shard(path)
             names = parquet.schema_arrow.names
-            missing = [name for name in REQUIRED_COLUMNS if name not in names]
-            if missing:
-                raise GadmsError(
-                    f"{path}: missing column(s) {', '.join(missing)} (has {', '.join(names)}); WebPerson shards "
-                    f"need image, image_path, caption1, caption2"
-                )
             self.has_image_path.append("image_path" in names)
             metadata = parquet.metadata
             self.row_group_rows.append([metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)])

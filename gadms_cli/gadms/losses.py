@@ -36,7 +36,8 @@ IGNORE_INDEX = -100
 # ---------------------------------------------------------------------------
 
 
-def _distributed() -> bool:
+def distributed() -> bool:
+    """True inside an initialised process group of more than one process."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
@@ -75,14 +76,14 @@ def gather_with_grad(tensor: Tensor) -> Tensor:
     processes' losses, see the module docstring). Every process must pass the same shape.
     Without an initialised process group (or with one process) returns ``tensor`` itself.
     """
-    if not _distributed():
+    if not distributed():
         return tensor
     return _GatherWithGrad.apply(tensor)
 
 
 def gather_no_grad(tensor: Tensor) -> Tensor:
     """Concatenate ``tensor`` ``[B, ...]`` from all processes (no gradient; for labels)."""
-    if not _distributed():
+    if not distributed():
         return tensor
     parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, tensor.contiguous())
@@ -96,7 +97,7 @@ def _at_least_float32(tensor: Tensor) -> Tensor:
 
 def _local_offset(local_size: int) -> int:
     """Index of this process's first row in the global batch."""
-    return dist.get_rank() * local_size if _distributed() else 0
+    return dist.get_rank() * local_size if distributed() else 0
 
 
 # ---------------------------------------------------------------------------

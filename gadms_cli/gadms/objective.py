@@ -27,16 +27,12 @@ from torch import Tensor, nn
 
 from gadms_cli.gadms import masking
 from gadms_cli.gadms.ga_score import ga_token_scores, similarity_token_scores
-from gadms_cli.gadms.losses import id_loss, itc_loss, mtp_loss, sdm_loss
+from gadms_cli.gadms.losses import distributed, id_loss, itc_loss, mtp_loss, sdm_loss
 from gadms_cli.gadms.score_table import ScoreTable
 from gadms_cli.model.text_taps import trim_to_longest
 from gadms_cli.recipe import MethodRecipe
 
 IGNORE_INDEX = masking.IGNORE_INDEX
-
-
-def _distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
 
 
 class RetrievalObjective(nn.Module):
@@ -68,7 +64,7 @@ class RetrievalObjective(nn.Module):
     # --- pieces ---------------------------------------------------------------------
 
     def _alignment(self, image_emb: Tensor, text_emb: Tensor, pids: Tensor) -> Tensor:
-        gather = _distributed()
+        gather = distributed()
         if self.method.alignment == "itc":
             return itc_loss(image_emb, text_emb, self.method.logit_scale, gather=gather)
         return sdm_loss(image_emb, text_emb, pids, self.method.logit_scale, gather=gather)

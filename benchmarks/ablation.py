@@ -10,15 +10,17 @@ the same number of optimiser steps, with the same seeds, from the shipped
 ==============  ======================================================================
 arm             method
 ==============  ======================================================================
-clip            ``clip``: SDM on the clean caption only (no masking, no MTP)
-similarity      noise masking by a plain token-image similarity score + SDM (MTP off)
-ga              noise masking by the GA score + SDM (MTP off)
-ga_mtp          GA score + SDM + MTP on informative-masked captions: full GA-DMS, ``online``
+clip            ``clip``: the alignment loss on the clean caption only (no masking, no MTP)
+similarity      noise masking by a plain token-image similarity score + align (MTP off)
+ga              noise masking by the GA score + align (MTP off)
+ga_mtp          GA score + align + MTP on informative-masked captions: full GA-DMS, ``online``
 ga_mtp_cached   full GA-DMS with the paper's ``cached`` score timing
-random          (not run by default) noise masking by random scores + SDM: a control
+random          (not run by default) noise masking by random scores + align: a control
 ==============  ======================================================================
 
-The model is selected on the VALIDATION split (the training loop keeps ``best/``) and
+"align" is the quickstart recipe's alignment loss (ITC at logit scale 10: from random
+weights SDM collapses, docs/recipes.md); ``--set method.alignment=sdm`` changes it for
+every arm. The model is selected on the VALIDATION split (the training loop keeps ``best/``) and
 evaluated once on the TEST split. Each finished (arm, seed) is stored in a JSON cache in
 ``--out``; a rerun with the same settings skips it (so an interrupted ablation resumes).
 At the end the script prints mean +- std (sample standard deviation over seeds) of R@1
@@ -82,22 +84,22 @@ class Arm:
 
 _GADMS = ("method.name=gadms", "method.noise_masking=true")
 ARMS: dict[str, Arm] = {
-    "clip": Arm("clip: SDM only", ("method.name=clip",)),
+    "clip": Arm("clip: align only", ("method.name=clip",)),
     "similarity": Arm(
-        "similarity-score noise masking + SDM",
+        "similarity-score noise masking + align",
         (*_GADMS, "method.token_score=similarity", "method.mtp=false", "method.score_timing=online"),
     ),
-    "ga": Arm("GA score + SDM", (*_GADMS, "method.token_score=ga", "method.mtp=false", "method.score_timing=online")),
+    "ga": Arm("GA score + align", (*_GADMS, "method.token_score=ga", "method.mtp=false", "method.score_timing=online")),
     "ga_mtp": Arm(
-        "GA score + SDM + MTP (GA-DMS, online)",
+        "GA score + align + MTP (GA-DMS, online)",
         (*_GADMS, "method.token_score=ga", "method.mtp=true", "method.score_timing=online"),
     ),
     "ga_mtp_cached": Arm(
-        "GA score + SDM + MTP (GA-DMS, cached)",
+        "GA score + align + MTP (GA-DMS, cached)",
         (*_GADMS, "method.token_score=ga", "method.mtp=true", "method.score_timing=cached"),
     ),
     "random": Arm(
-        "random-score noise masking + SDM (control)",
+        "random-score noise masking + align (control)",
         (*_GADMS, "method.token_score=random", "method.mtp=false", "method.score_timing=online"),
     ),
 }
@@ -109,21 +111,21 @@ BASELINE_ARM = "clip"
 class Profile:
     """Model, data and batch of a mode (full or ``--quick``)."""
 
-    arch: str
-    image_size: tuple[int, int]  # (height, width) pixels
-    batch_size: int
-    steps: int
+    arch: str | None  # None: the quickstart recipe's (as for the two fields below)
+    image_size: tuple[int, int] | None  # (height, width) pixels
+    batch_size: int | None
+    steps: int | None  # None: the quickstart recipe's train.max_steps
     seeds: tuple[int, ...]
     synth: SynthConfig
     data_folder: str  # under --out, when --data is not given
     num_workers: int
 
 
-FULL = Profile(
-    arch="gadms-small",  # both towers width 128, 3 layers: the quickstart's model
-    image_size=(192, 64),
-    batch_size=128,
-    steps=300,
+FULL = Profile(  # the quickstart's model, image size, batch and steps
+    arch=None,
+    image_size=None,
+    batch_size=None,
+    steps=None,
     seeds=(0, 1, 2),
     synth=SynthConfig(train_ids=800, val_ids=50, test_ids=100, images_per_id=4, height=192, width=64, noise=NOISE),
     data_folder="sketchpedes-noise0.3",
@@ -175,15 +177,17 @@ def prepare_data(args: argparse.Namespace, profile: Profile) -> tuple[Path, dict
 
 def base_overrides(args: argparse.Namespace, profile: Profile, data_dir: Path, steps: int | None) -> list[str]:
     """Recipe overrides shared by every arm (the arm's and the seed's come on top)."""
-    height, width = profile.image_size
-    common = [
-        f"model.arch={profile.arch}",
-        f"model.image_size=[{height}, {width}]",
-        "model.pretrained=null",
+    common = ["model.pretrained=null"]
+    if profile.arch is not None:
+        common.append(f"model.arch={profile.arch}")
+    if profile.image_size is not None:
+        common.append(f"model.image_size=[{profile.image_size[0]}, {profile.image_size[1]}]")
+    if profile.batch_size is not None:
+        common.append(f"train.batch_size={profile.batch_size}")
+    common += [
         f"data.path={data_dir}",
         "data.val_split=val",
         f"data.num_workers={profile.num_workers}",
-        f"train.batch_size={profile.batch_size}",
         "train.checkpoint_every=0",  # resumability is per (arm, seed) through the cache
     ]
     if steps is not None:
@@ -357,7 +361,9 @@ def write_results(results_dir: Path, command: str, settings: dict, rows: list[di
         f"{settings['data']['images_per_id']} images, {settings['data']['height']}x{settings['data']['width']}, "
         f"caption noise {settings['data']['noise']} on the train captions (val and test clean), data seed {settings['data']['seed']}.",
         "",
-        f"Training: recipe `quickstart` with {settings['arch']} from scratch, batch {settings['batch_size']}, "
+        f"Training: recipe `quickstart` with {settings['arch']} from scratch, batch {settings['batch_size']} "
+        f"({settings['samples_per_id']} per identity), lr {settings['lr']}, alignment loss {settings['alignment'].upper()} "
+        f"at logit scale {settings['logit_scale']}, "
         f"{budget} per run, seeds {', '.join(map(str, settings['seeds']))}; the model is selected on the val split "
         "(best val R@1) and evaluated once on the test split. Mean ± sample standard deviation over seeds; "
         "'s / run' is the training loop's time (periodic validation included), 's / step' that time per optimiser step.",
@@ -417,7 +423,10 @@ def main(argv: list[str] | None = None) -> None:
     profile = QUICK if args.quick else FULL
     arms = list(args.arms or DEFAULT_ARMS)
     seeds = list(args.seeds if args.seeds is not None else profile.seeds)
-    steps = None if args.minutes is not None else (args.steps or profile.steps)
+    from gadms_cli.recipe import load_recipe
+
+    quickstart = load_recipe("quickstart")
+    steps = None if args.minutes is not None else (args.steps or profile.steps or quickstart.train.max_steps)
     args.out = args.out or Path("runs") / ("ablation-sketchpedes" + ("-quick" if args.quick else ""))
     results_dir = args.results or (args.out if args.quick else REPO / "docs" / "results")
     command = "python benchmarks/ablation.py" + ("" if not sys.argv[1:] else " " + shlex.join(sys.argv[1:]))
@@ -454,12 +463,15 @@ def main(argv: list[str] | None = None) -> None:
     except GadmsError as error:
         sys.exit(f"error: {error}")
 
+    resolved = load_recipe("quickstart", common)
     rows = summarise(records, arms)
     print()
     print("\n".join(table_lines(rows)))
     settings = {
         "arms": arms, "seeds": seeds, "steps": steps, "minutes": args.minutes, "quick": args.quick,
-        "arch": profile.arch, "image_size": list(profile.image_size), "batch_size": profile.batch_size,
+        "arch": resolved.model.arch, "image_size": list(resolved.model.image_size), "batch_size": resolved.train.batch_size,
+        "samples_per_id": resolved.data.samples_per_id, "lr": resolved.optim.lr,
+        "alignment": resolved.method.alignment, "logit_scale": resolved.method.logit_scale,
         "data_dir": str(data_dir), "data": manifest.get("config"), "overrides": common, "settings_key": key,
     }
     written = write_results(results_dir, command, settings, rows, records, args.quick)

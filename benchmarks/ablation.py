@@ -15,6 +15,8 @@ similarity      noise masking by a plain token-image similarity score + align (M
 ga              noise masking by the GA score + align (MTP off)
 ga_mtp          GA score + align + MTP on informative-masked captions: full GA-DMS, ``online``
 ga_mtp_cached   full GA-DMS with the paper's ``cached`` score timing
+ga_mtp_sample   (not run by default) ga_mtp with the scores min-max normalised per caption
+                (METHOD.md's alternative) instead of over the batch
 random          (not run by default) noise masking by random scores + align: a control
 ==============  ======================================================================
 
@@ -28,7 +30,7 @@ and mAP per arm and writes ``ablation-sketchpedes.md`` + ``.json`` (table, per-s
 figures, the exact command, machine, date) atomically into ``--results``
 (default ``docs/results/``; with ``--quick``, the ``--out`` folder).
 
-    python benchmarks/ablation.py                          # 5 arms x 3 seeds, 300 steps each
+    python benchmarks/ablation.py                          # 5 arms x 3 seeds, the quickstart's 320 steps each
     python benchmarks/ablation.py --steps 600 --seeds 0 1 2 3 4
     python benchmarks/ablation.py --minutes 4              # a time budget instead of steps
     python benchmarks/ablation.py --data gadms-quickstart/sketchpedes --arms clip ga_mtp
@@ -97,6 +99,11 @@ ARMS: dict[str, Arm] = {
     "ga_mtp_cached": Arm(
         "GA score + align + MTP (GA-DMS, cached)",
         (*_GADMS, "method.token_score=ga", "method.mtp=true", "method.score_timing=cached"),
+    ),
+    "ga_mtp_sample": Arm(
+        "GA-DMS online, scores min-max normalised per caption",
+        (*_GADMS, "method.token_score=ga", "method.mtp=true", "method.score_timing=online",
+         "method.score_normalize=sample"),
     ),
     "random": Arm(
         "random-score noise masking + align (control)",
@@ -397,7 +404,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=None, help=f"arms to run (default: {' '.join(DEFAULT_ARMS)})")
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="training seeds (default 0 1 2; --quick: 0)")
     budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=int, default=None, help="optimiser steps per run (default 300; --quick: 4)")
+    budget.add_argument("--steps", type=int, default=None, help="optimiser steps per run (default: the quickstart recipe's max_steps; --quick: 4)")
     budget.add_argument("--minutes", type=float, default=None, help="training minutes per run instead of a step count")
     parser.add_argument("--evals", type=int, default=6, help="validations per run with --steps (model selection on val)")
     parser.add_argument("--data", type=Path, default=None, help="an existing SketchPedes folder (default: generate one under --out)")

@@ -43,6 +43,11 @@ HAIR_LENGTH = {"medium": "shoulder-length"}
 NOUN = {"male": "man", "female": "woman"}
 
 
+def article(word: str) -> str:
+    """'an' before a vowel sound ("an orange coat"), else 'a'."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
 @dataclass(frozen=True)
 class AttributeQuery:
     family: str
@@ -79,18 +84,18 @@ def sentence(family: str, key: tuple) -> str:
     """The query text of a predicate, worded like SketchPedes captions."""
     if family == "top":
         gender, kind, colour = key
-        return f"a {NOUN[gender]} wearing a {colour} {kind}"
+        return f"a {NOUN[gender]} wearing {article(colour)} {colour} {kind}"
     if family == "bottom":
         gender, kind, colour = key
-        return f"a {NOUN[gender]} wearing {colour} {kind}" if kind in PLURAL else f"a {NOUN[gender]} wearing a {colour} {kind}"
+        return f"a {NOUN[gender]} wearing {colour} {kind}" if kind in PLURAL else f"a {NOUN[gender]} wearing {article(colour)} {colour} {kind}"
     if family == "hair":
         gender, length, colour = key
         return f"a {NOUN[gender]} with {HAIR_LENGTH.get(length, length)} {HAIR_COLOUR.get(colour, colour)} hair"
     if family == "bag":
         gender, kind = key
-        return f"a {NOUN[gender]} carrying a {kind}"
+        return f"a {NOUN[gender]} carrying {article(kind)} {kind}"
     kind, colour = key
-    return f"a person in a {colour} {kind}"
+    return f"a person in {article(colour)} {colour} {kind}"
 
 
 def choose_queries(records: list[dict], per_family: int, min_relevant: int) -> list[AttributeQuery]:

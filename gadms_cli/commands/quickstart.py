@@ -12,7 +12,7 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import typer
 
@@ -34,7 +34,9 @@ def _copy_atomically(source: Path, target: Path) -> None:
 def quickstart(
     folder: Path = typer.Option(Path("gadms-quickstart"), "--dir", help="Where the demo writes everything."),
     fresh: bool = typer.Option(False, "--fresh", help="Start over: delete the folder's data, run and model first."),
-    minutes: float = typer.Option(3.5, "--minutes", help="Training time budget in minutes."),
+    minutes: Optional[float] = typer.Option(
+        None, "--minutes", help="Training time cap in minutes (default: the recipe's train.max_minutes, 4)."
+    ),
     train_ids: int = typer.Option(800, "--train-ids", help="SketchPedes training identities (4 images each)."),
     overrides: List[str] = typer.Option([], "--set", help="Override a value of the quickstart recipe (repeatable)."),
 ) -> None:
@@ -67,10 +69,8 @@ def quickstart(
     if (model_dir / "config.json").is_file():
         console.print(f"reusing the model in {model_dir} (--fresh retrains)")
     else:
-        recipe = load_recipe(
-            "quickstart",
-            [f"data.path={data_dir}", f"train.output_dir={folder / 'runs'}", f"train.max_minutes={minutes}", *overrides],
-        )
+        cap = [] if minutes is None else [f"train.max_minutes={minutes}"]
+        recipe = load_recipe("quickstart", [f"data.path={data_dir}", f"train.output_dir={folder / 'runs'}", *cap, *overrides])
         result = train(recipe)
         AcceleratorState._reset_state(True)
         best = result.run_dir / "best" if (result.run_dir / "best").is_dir() else result.run_dir / "last"

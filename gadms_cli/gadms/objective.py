@@ -17,7 +17,8 @@ monitoring numbers. Per step, for ``gadms``:
 (the clean and masked captions share one text forward). ``clip``: SDM (or ITC) only.
 
 The returned dict holds 0-d tensors: ``loss`` (what to backpropagate) and detached
-numbers for logging (``sdm``, ``mtp``, ``id``, ``noise_masked``, ``mtp_masked``, ``score_mean``).
+numbers for logging (``sdm`` or ``itc``: the alignment loss, named by ``method.alignment``;
+``mtp``, ``id``, ``noise_masked``, ``mtp_masked``, ``score_mean``).
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ class RetrievalObjective(nn.Module):
         if name == "clip":
             text_emb = self.model.encode_text(tokens)
             loss = self._alignment(image_emb, text_emb, pids)
-            out["sdm" if self.method.alignment == "sdm" else "itc"] = loss.detach()
+            out[self.method.alignment] = loss.detach()
 
         elif name == "irra":
             masked = masking.random_mask(tokens, p=self.method.mlm_probability)
@@ -116,7 +117,7 @@ class RetrievalObjective(nn.Module):
             align = self._alignment(image_emb, text_emb, pids)
             mlm = self._mtp(text_tok_both[len(tokens) :], image_tokens, masked.labels)
             loss = align + self.method.mtp_weight * mlm
-            out.update(sdm=align.detach(), mtp=mlm.detach(), mtp_masked=masked.selected.float().sum(1).mean())
+            out.update({self.method.alignment: align.detach()}, mtp=mlm.detach(), mtp_masked=masked.selected.float().sum(1).mean())
 
         else:  # gadms
             fresh = None
@@ -147,7 +148,7 @@ class RetrievalObjective(nn.Module):
                 text_emb, mtp = self.model.encode_text(align_tokens), None
             align = self._alignment(image_emb, text_emb, pids)
             loss = align if mtp is None else align + m.mtp_weight * mtp
-            out["sdm"] = align.detach()
+            out[m.alignment] = align.detach()
             out["score_mean"] = (scores.sum() / masking.maskable_positions(tokens).sum().clamp(min=1)).detach()
             if fresh is not None:
                 padded = torch.zeros(fresh.shape[0], self.table.scores.shape[1], device=fresh.device)

@@ -37,6 +37,7 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from gadms_cli.data.benchmarks import load_benchmark  # noqa: E402
 from gadms_cli.data.transforms import eval_transform  # noqa: E402
 from gadms_cli.gadms.ga_score import ga_token_scores, similarity_token_scores  # noqa: E402
 from gadms_cli.gadms.masking import maskable_positions, noise_mask_probability  # noqa: E402
@@ -70,8 +71,8 @@ def noise_positions(tokenizer: Tokenizer, caption: str, edits: list[dict]) -> li
 
 def load_pairs(root: Path, tokenizer: Tokenizer) -> list[dict]:
     """Every train (image, caption) pair with the positions of its noise tokens (empty when clean)."""
-    raw = json.loads((root / "reid_raw.json").read_text(encoding="utf-8"))
-    text_of = {r["file_path"]: r["captions"] for r in raw if r["split"] == "train"}
+    bench = load_benchmark(root, check_images=False)
+    text_of = {image.relative_path: image.captions for image in bench.images("train")}
     pairs = []
     with open(root / "attributes.jsonl", encoding="utf-8") as handle:
         for line in handle:

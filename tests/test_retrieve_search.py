@@ -19,13 +19,7 @@ from gadms_cli.retrieve.retriever import Hit, QueryResult, Retriever
 from gadms_cli.retrieve.search import ExactSearch, make_searcher
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and a second one stalls when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def brute_force(gallery, query, k):

@@ -23,8 +23,8 @@ STAGES: tuple[str, ...] = ("read", "decode", "detect", "filter", "caption", "wri
 
 
 @dataclass
-class UnitStats:
-    """What one unit (one output shard) did.
+class Counts:
+    """What curation counts, for one unit or summed over units.
 
     ``dropped`` counts images (or persons, for caption failures) by reason: ``decode_error``,
     a filter rejection (see ``person_filter.IMAGE_REJECTIONS``) or ``caption_failed``;
@@ -32,8 +32,6 @@ class UnitStats:
     ``validation.CAPTION_REJECTIONS``); ``seconds``/``items`` are per stage.
     """
 
-    unit: int
-    source: str
     images_in: int = 0
     rows: int = 0
     dropped: Counter = field(default_factory=Counter)
@@ -42,6 +40,26 @@ class UnitStats:
     caption_rejections: Counter = field(default_factory=Counter)
     seconds: dict[str, float] = field(default_factory=lambda: {stage: 0.0 for stage in STAGES})
     items: dict[str, int] = field(default_factory=lambda: {stage: 0 for stage in STAGES})
+
+    def add(self, other: Counts) -> None:
+        """Add ``other``'s counts and times to these."""
+        self.images_in += other.images_in
+        self.rows += other.rows
+        self.dropped.update(other.dropped)
+        self.caption_requests += other.caption_requests
+        self.captions_kept += other.captions_kept
+        self.caption_rejections.update(other.caption_rejections)
+        for stage in STAGES:
+            self.seconds[stage] += other.seconds[stage]
+            self.items[stage] += other.items[stage]
+
+
+@dataclass(kw_only=True)
+class UnitStats(Counts):
+    """What one unit (one output shard) did."""
+
+    unit: int
+    source: str
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -66,30 +84,14 @@ class UnitStats:
 
 
 @dataclass
-class Totals:
+class Totals(Counts):
     """Sums over units; ``units`` is how many were summed."""
 
     units: int = 0
-    images_in: int = 0
-    rows: int = 0
-    dropped: Counter = field(default_factory=Counter)
-    caption_requests: int = 0
-    captions_kept: int = 0
-    caption_rejections: Counter = field(default_factory=Counter)
-    seconds: dict[str, float] = field(default_factory=lambda: {stage: 0.0 for stage in STAGES})
-    items: dict[str, int] = field(default_factory=lambda: {stage: 0 for stage in STAGES})
 
     def add(self, unit: UnitStats) -> None:
         self.units += 1
-        self.images_in += unit.images_in
-        self.rows += unit.rows
-        self.dropped.update(unit.dropped)
-        self.caption_requests += unit.caption_requests
-        self.captions_kept += unit.captions_kept
-        self.caption_rejections.update(unit.caption_rejections)
-        for stage in STAGES:
-            self.seconds[stage] += unit.seconds[stage]
-            self.items[stage] += unit.items[stage]
+        super().add(unit)
 
     @classmethod
     def of(cls, units: list[UnitStats]) -> Totals:

@@ -175,38 +175,30 @@ def load_clip_state(
     if "logit_bias" in state and "logit_bias" not in target:
         state.pop("logit_bias")
 
-    mismatched = [k for k in state if k in target and state[k].shape != target[k].shape]
-    if mismatched:
-        k = mismatched[0]
-        raise GadmsError(
-            f"{report.source}: weights do not fit this architecture ({len(mismatched)} shape mismatches, "
-            f"e.g. {k}: {tuple(state[k].shape)} vs model {tuple(target[k].shape)}); "
-            "pick the architecture they were trained with"
-        )
-    casts = {
-        str(v.dtype) for k, v in state.items() if k in target and v.is_floating_point() and v.dtype != target[k].dtype
-    }
-    if casts:
-        report.notes.append(f"cast {', '.join(sorted(casts))} -> {next(iter(target.values())).dtype}")
-    state = {k: (v.to(target[k].dtype) if k in target and v.is_floating_point() else v) for k, v in state.items()}
-    result = clip.load_state_dict(state, strict=False)
-    report.loaded += len([k for k in state if k in target])
-    report.missing += [prefix_in_report + k for k in result.missing_keys]
-    report.unexpected += [prefix_in_report + k for k in result.unexpected_keys]
+    load_module_state(clip, state, report, prefix_in_report)
 
 
 def load_module_state(
     module: nn.Module, state_dict: dict[str, torch.Tensor], report: LoadReport, prefix_in_report: str
 ) -> None:
-    """Copy ``state_dict`` into a plain module (decoder, classifier): same shapes required, dtype cast."""
+    """Copy ``state_dict`` into ``module`` (non-strict): same shapes required, floats cast to the model's dtype.
+
+    Missing and unexpected keys are added to ``report`` (prefixed with ``prefix_in_report``)."""
     target = module.state_dict()
     mismatched = [k for k in state_dict if k in target and state_dict[k].shape != target[k].shape]
     if mismatched:
         k = mismatched[0]
         raise GadmsError(
-            f"{report.source}: {prefix_in_report}{k} has shape {tuple(state_dict[k].shape)}, "
-            f"model has {tuple(target[k].shape)}"
+            f"{report.source}: weights do not fit this architecture ({len(mismatched)} shape mismatches, "
+            f"e.g. {prefix_in_report}{k}: {tuple(state_dict[k].shape)} vs model {tuple(target[k].shape)}); "
+            "pick the architecture they were trained with"
         )
+    casts = {
+        str(v.dtype) for k, v in state_dict.items() if k in target and v.is_floating_point() and v.dtype != target[k].dtype
+    }
+    note = f"cast {', '.join(sorted(casts))} -> {next(iter(target.values())).dtype}"
+    if casts and note not in report.notes:
+        report.notes.append(note)
     state = {k: v.to(target[k].dtype) if k in target and v.is_floating_point() else v for k, v in state_dict.items()}
     result = module.load_state_dict(state, strict=False)
     report.loaded += len([k for k in state if k in target])

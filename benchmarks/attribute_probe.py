@@ -80,10 +80,11 @@ def pixel_features(paths: list[Path], size: tuple[int, int] = (48, 16)) -> torch
     """Images shrunk to ``size`` (height, width), RGB in [0, 1], flattened: float32 [N, 3 * H * W]."""
     from PIL import Image
 
+    from gadms_cli.data.train_dataset import load_rgb
+
     rows = []
     for path in paths:
-        with Image.open(path) as image:
-            small = image.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
+        small = load_rgb(path).resize((size[1], size[0]), Image.BILINEAR)
         rows.append(torch.frombuffer(bytearray(small.tobytes()), dtype=torch.uint8).float() / 255)
     return torch.stack(rows)
 

@@ -1,26 +1,31 @@
-"""Does the token score find the noise? Scores of the corrupted words in SketchPedes captions.
+"""Does the token score find the noise? Written-wrong words against the caption's CORRECT words.
 
-SketchPedes (``gadms synth --noise``) records every corruption it made in
-``attributes.jsonl``: a wrong colour or garment type written in place of the true one, or an
-irrelevant phrase appended. Those words are noise by construction, so a token score that
-serves noise masking should give them LOWER scores than the caption's other words.
+SketchPedes (``gadms synth --noise``) records every corruption in ``attributes.jsonl``. For
+the training captions with exactly one locatable edit, this compares the score of the noise
+word(s) with the scores of the correct attribute words of the SAME caption
+(``gadms_cli/data/synth/noise_words.py``):
 
-For the corrupted training captions of a SketchPedes folder, in batches like training
-(``--batch`` pairs drawn at random from the whole train split, corrupted or not), this
-scores every caption with a trained model and reports, per score (GA over the model's
-last ``--layers`` text layers, and the plain similarity score) and per normalisation
-(``batch``: min-max over the batch, the public code; ``sample``: per caption):
+- ``wrong_colour``: the written-wrong colour against the caption's correct colour words;
+- ``wrong_type``: the written-wrong garment / bag / hat / hair type against the correct type words;
+- ``irrelevant_phrase``: the inserted phrase's tokens against every correct colour and type word.
 
-- ``auc_noise_lower``: the probability that a noise token scores lower than a clean
-  token of the same caption (0.5: the score ignores noise; 1: every noise token lowest);
-- ``p_noise`` / ``p_clean``: the mean noise-masking probability (METHOD.md, alpha 0.2,
-  lambda 20, gamma 0.9) of noise tokens and of the other tokens;
-- ``masked_per_caption``: expected noise-masked tokens per caption.
+Function words ("a", "the") are left out of the comparison on purpose: a good score ranks
+them low too, and masking them costs nothing.
 
-A written word that occurs more than once in its caption (so which occurrence is wrong is
-unknown) is left out.
+Figures, per noise kind (``P(lower)``: the probability that a noise token scores strictly
+below a correct attribute token of its caption, ties counted half; 0.5 is chance):
 
-    python benchmarks/noise_scores.py --model gadms-quickstart/model --sketchpedes gadms-quickstart/sketchpedes
+- per GA layer set (each single layer, the last k layers), with and without the ReLU;
+- the plain similarity score and the exact leave-one-out attribution (the ceiling:
+  ``gadms_cli/gadms/attribution.py``);
+- per masking calibration (ReLU on/off x ``batch`` / ``sample`` / ``rank`` normalisation,
+  over ``--layers``): the mean noise-masking probability of noise tokens, of the correct
+  attribute tokens, their ratio, and the expected noise-masked tokens per caption.
+
+Captions are scored in random batches of ``--batch`` pairs drawn from the whole train split
+(clean or not), as training scores them (``batch`` normalisation depends on the batch).
+
+    python benchmarks/noise_scores.py --model MODEL --sketchpedes DATA [--layers all] [--out docs/results/NAME]
 """
 
 from __future__ import annotations
@@ -32,45 +37,35 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI does: see cli.
 import argparse  # noqa: E402
 import json  # noqa: E402
 import random  # noqa: E402
+import sys  # noqa: E402
+from collections import defaultdict  # noqa: E402
+from datetime import datetime, timezone  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from gadms_cli.data.benchmarks import load_benchmark  # noqa: E402
+from gadms_cli.data.synth.noise_words import COMPARED_WITH, lower_probability, noise_positions, word_positions  # noqa: E402
 from gadms_cli.data.transforms import eval_transform  # noqa: E402
-from gadms_cli.gadms.ga_score import ga_token_scores, similarity_token_scores  # noqa: E402
-from gadms_cli.gadms.masking import maskable_positions, noise_mask_probability  # noqa: E402
+from gadms_cli.data.train_dataset import load_rgb  # noqa: E402
+from gadms_cli.fileio import atomic_write  # noqa: E402
+from gadms_cli.gadms.attribution import leave_one_out_scores  # noqa: E402
+from gadms_cli.gadms.ga_score import (  # noqa: E402
+    content_mask,
+    ga_score_terms,
+    normalize_scores,
+    resolve_score_layers,
+    similarity_token_scores,
+)
+from gadms_cli.gadms.masking import noise_mask_probability  # noqa: E402
 from gadms_cli.model.checkpoint import load_checkpoint  # noqa: E402
 from gadms_cli.model.tokenizer import Tokenizer  # noqa: E402
 
-NOISE_KINDS = ("wrong_colour", "wrong_type", "irrelevant_phrase")
-
-
-def find_once(haystack: list[int], needle: list[int]) -> int | None:
-    """Start of the single occurrence of ``needle`` in ``haystack``; None if absent or repeated."""
-    starts = [i for i in range(len(haystack) - len(needle) + 1) if haystack[i : i + len(needle)] == needle]
-    return starts[0] if len(starts) == 1 else None
-
-
-def noise_positions(tokenizer: Tokenizer, caption: str, edits: list[dict]) -> list[int] | None:
-    """Token positions (BOS at 0) of the caption's noise words; None if one cannot be located."""
-    ids = tokenizer.encode(caption)
-    positions: list[int] = []
-    for edit in edits:
-        if edit["kind"] not in NOISE_KINDS:
-            continue
-        text = edit["phrase"] if edit["kind"] == "irrelevant_phrase" else edit["written"]
-        needle = tokenizer.encode(text)
-        start = find_once(ids, needle) if needle else None
-        if start is None:
-            return None
-        positions += [1 + start + k for k in range(len(needle))]  # +1: BOS
-    return positions
+CALIBRATIONS = [(relu, norm) for relu in (True, False) for norm in ("batch", "sample", "rank")]
 
 
 def load_pairs(root: Path, tokenizer: Tokenizer) -> list[dict]:
-    """Every train (image, caption) pair with the positions of its noise tokens (empty when clean)."""
+    """Every train (image, caption) pair; single-edit captions carry ``kind``, ``noise`` and ``attr`` positions."""
     bench = load_benchmark(root, check_images=False)
     text_of = {image.relative_path: image.captions for image in bench.images("train")}
     pairs = []
@@ -80,71 +75,151 @@ def load_pairs(root: Path, tokenizer: Tokenizer) -> list[dict]:
             if record["split"] != "train":
                 continue
             for caption, info in zip(text_of[record["file_path"]], record["captions"]):
-                noise = noise_positions(tokenizer, caption, info["edits"]) if info["corrupted"] else []
-                if noise is None or (info["corrupted"] and not noise):
-                    continue  # dropped words only, or an ambiguous word: nothing to locate
-                pairs.append({"image": root / "imgs" / record["file_path"], "caption": caption, "noise": noise})
+                pair = {"image": root / "imgs" / record["file_path"], "caption": caption, "kind": None}
+                if len(info["edits"]) == 1 and info["edits"][0]["kind"] in COMPARED_WITH:
+                    edit = info["edits"][0]
+                    noise = noise_positions(tokenizer, caption, edit)
+                    attr = word_positions(tokenizer, caption, COMPARED_WITH[edit["kind"]], exclude=noise or [])
+                    if noise and attr:
+                        pair.update(kind=edit["kind"], noise=noise, attr=attr)
+                pairs.append(pair)
     return pairs
 
 
-def main() -> None:
+class Tally:
+    """Wins / comparisons of P(lower) and masking probabilities, per (kind, name)."""
+
+    def __init__(self) -> None:
+        self.wins: dict = defaultdict(float)
+        self.pairs: dict = defaultdict(int)
+        self.p_noise: dict = defaultdict(list)
+        self.p_attr: dict = defaultdict(list)
+        self.masked: dict = defaultdict(list)
+
+    def rank(self, name: str, scores: torch.Tensor, chunk: list[dict]) -> None:
+        for i, pair in enumerate(chunk):
+            if pair["kind"] is None:
+                continue
+            row = scores[i].tolist()
+            wins, n = lower_probability([row[q] for q in pair["noise"]], [row[q] for q in pair["attr"]])
+            for kind in (pair["kind"], "all"):
+                self.wins[kind, name] += wins
+                self.pairs[kind, name] += n
+
+    def mask(self, name: str, prob: torch.Tensor, chunk: list[dict]) -> None:
+        self.masked["all", name].append(prob.sum(1).mean().item())
+        for i, pair in enumerate(chunk):
+            if pair["kind"] is None:
+                continue
+            for kind in (pair["kind"], "all"):
+                self.p_noise[kind, name] += prob[i, pair["noise"]].tolist()
+                self.p_attr[kind, name] += prob[i, pair["attr"]].tolist()
+
+
+def score_batch(model, tally: Tally, chunk: list[dict], tokenizer, transform, layers) -> None:
+    images = torch.stack([transform(load_rgb(p["image"])) for p in chunk])
+    tokens = tokenizer([p["caption"] for p in chunk])
+    tokens = tokens[:, : int(tokens.argmax(-1).max()) + 1]
+    with torch.no_grad():
+        feats = model.encode_image(images)
+    depth = len(model.clip.transformer.resblocks)
+    terms = ga_score_terms(model, feats, tokens, "all")
+    products = terms.layer_products()  # depth order: products[j] is block j
+    content = content_mask(tokens).float()
+    for j in range(depth):
+        tally.rank(f"GA layer {j + 1} only", products[j], chunk)
+    for k in range(1, depth + 1):
+        total = sum(products[depth - k :]) * content
+        tally.rank(f"GA last {k} of {depth}, signed", total, chunk)
+        tally.rank(f"GA last {k} of {depth}, ReLU", torch.relu(total), chunk)
+    tally.rank("similarity score", similarity_token_scores(model, feats, tokens, "sample"), chunk)
+    tally.rank("leave-one-out (ceiling)", leave_one_out_scores(model, feats, tokens), chunk)
+    chosen = sum(products[depth - layers :]) * content
+    for relu, norm in CALIBRATIONS:
+        scores = normalize_scores(torch.relu(chosen) if relu else chosen, content.bool(), norm)
+        prob = noise_mask_probability(scores) * content
+        tally.mask(f"{'ReLU' if relu else 'signed'}, {norm}", prob, chunk)
+
+
+def summarise(tally: Tally) -> dict:
+    mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+    kinds = ["all", *COMPARED_WITH]
+    ranking = {kind: {name: round(tally.wins[k, name] / tally.pairs[k, name], 3)
+                      for (k, name) in tally.pairs if k == kind and tally.pairs[k, name]} for kind in kinds}
+    masking = {}
+    for (kind, name), values in tally.p_noise.items():
+        p_noise, p_attr = mean(values), mean(tally.p_attr[kind, name])
+        masking.setdefault(kind, {})[name] = {
+            "p_noise": round(p_noise, 4), "p_attr": round(p_attr, 4),
+            "ratio": round(p_noise / p_attr, 2) if p_attr else None,
+            "masked_per_caption": round(mean(tally.masked["all", name]), 2),
+        }
+    return {"P_lower": ranking, "masking": masking}
+
+
+def markdown(result: dict, args: argparse.Namespace, counts: dict) -> str:
+    kinds = [k for k in ("all", *COMPARED_WITH) if result["P_lower"].get(k)]
+    lines = [
+        "# Does the token score find the noise? (SketchPedes)", "",
+        f"Made by `{result['command']}` on {result['date']}.", "",
+        f"Model `{args.model}`, data `{args.sketchpedes}`, {result['batches']} batches of {args.batch}; "
+        f"noise captions compared: {', '.join(f'{k} {v}' for k, v in counts.items())}.", "",
+        "P(lower): probability that a noise token scores strictly below a CORRECT attribute word of the same "
+        "caption (ties count half; 0.5 = chance).", "",
+        "| score | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds),
+    ]
+    for name in result["P_lower"]["all"]:
+        lines.append(f"| {name} | " + " | ".join(f"{result['P_lower'][k].get(name, float('nan')):.3f}" for k in kinds) + " |")
+    lines += ["", f"Noise masking (alpha 0.2, lambda 20, gamma 0.9) over the last {result['layers']} GA layers, "
+              "all noise kinds: mean masking probability of noise tokens and of correct attribute tokens.", "",
+              "| calibration | p(noise) | p(correct attribute) | ratio | noise-masked tokens per caption |", "|---|---|---|---|---|"]
+    for name, row in result["masking"]["all"].items():
+        lines.append(f"| {name} | {row['p_noise']:.4f} | {row['p_attr']:.4f} | {row['ratio']} | {row['masked_per_caption']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, required=True, help="a gadms model folder (e.g. gadms-quickstart/model)")
-    parser.add_argument("--sketchpedes", type=Path, required=True, help="the SketchPedes folder it was trained on")
-    parser.add_argument("--layers", type=int, default=2, help="GA score layers (the quickstart recipe's score_layers)")
+    parser.add_argument("--model", type=Path, required=True, help="a gadms model folder")
+    parser.add_argument("--sketchpedes", type=Path, required=True, help="a SketchPedes folder with caption noise")
+    parser.add_argument("--layers", default="all", help="GA layers for the masking table: a count, a fraction or 'all'")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=None, help="write OUT.md and OUT.json (e.g. docs/results/noise-scores-base)")
+    args = parser.parse_args(argv)
+    torch.manual_seed(args.seed)
 
     model = load_checkpoint(args.model).eval()
+    depth = len(model.clip.transformer.resblocks)
+    layers_arg = args.layers if args.layers == "all" else (float(args.layers) if "." in args.layers else int(args.layers))
+    layers = resolve_score_layers(layers_arg, depth)
     tokenizer = Tokenizer(model.config.context_length)
     transform = eval_transform(tuple(model.config.image_size))
     pairs = load_pairs(args.sketchpedes, tokenizer)
     random.Random(args.seed).shuffle(pairs)
-    scorers = {
-        "ga": lambda feats, tokens, norm: ga_token_scores(model, feats, tokens, args.layers, norm),
-        "similarity": lambda feats, tokens, norm: similarity_token_scores(model, feats, tokens, norm),
-    }
-    stats = {(s, n): {"wins": 0.0, "comparisons": 0, "p_noise": [], "p_clean": [], "masked": []}
-             for s in scorers for n in ("batch", "sample")}
+    tally, batches, counts = Tally(), 0, defaultdict(int)
     for b in range(args.batches):
         chunk = pairs[b * args.batch : (b + 1) * args.batch]
         if len(chunk) < args.batch:
             break
-        images = torch.stack([transform(Image.open(p["image"]).convert("RGB")) for p in chunk])
-        tokens = tokenizer([p["caption"] for p in chunk])
-        with torch.no_grad():
-            feats = model.encode_image(images)
-        maskable = maskable_positions(tokens)
-        for (score_name, norm), acc in stats.items():
-            scores = scorers[score_name](feats, tokens, norm)
-            prob = noise_mask_probability(scores) * maskable
-            acc["masked"].append(prob.sum(1).mean().item())
-            for i, pair in enumerate(chunk):
-                if not pair["noise"]:
-                    continue
-                noise = torch.zeros_like(maskable[i])
-                noise[[q for q in pair["noise"] if q < tokens.shape[1]]] = True
-                noise &= maskable[i]
-                clean = maskable[i] & ~noise
-                if not noise.any() or not clean.any():
-                    continue
-                s_noise, s_clean = scores[i][noise], scores[i][clean]
-                diff = s_clean.unsqueeze(0) - s_noise.unsqueeze(1)  # [noise, clean]
-                acc["wins"] += (diff > 0).sum().item() + 0.5 * (diff == 0).sum().item()
-                acc["comparisons"] += diff.numel()
-                acc["p_noise"] += prob[i][noise].tolist()
-                acc["p_clean"] += prob[i][clean].tolist()
-    mean = lambda xs: sum(xs) / max(len(xs), 1)  # noqa: E731
-    for (score_name, norm), acc in stats.items():
-        print(json.dumps({
-            "score": score_name, "normalize": norm,
-            "auc_noise_lower": round(acc["wins"] / max(acc["comparisons"], 1), 3),
-            "p_noise": round(mean(acc["p_noise"]), 3), "p_clean": round(mean(acc["p_clean"]), 3),
-            "masked_per_caption": round(mean(acc["masked"]), 2),
-            "noise_tokens": len(acc["p_noise"]), "batches": len(acc["masked"]),
-        }), flush=True)
+        score_batch(model, tally, chunk, tokenizer, transform, layers)
+        batches += 1
+        for pair in chunk:
+            if pair["kind"]:
+                counts[pair["kind"]] += 1
+    result = {
+        "command": "python benchmarks/noise_scores.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "batches": batches, "layers": layers, "depth": depth, "captions": dict(counts), **summarise(tally),
+    }
+    text = markdown(result, args, dict(counts))
+    print(text)
+    if args.out is not None:
+        with atomic_write(args.out.with_suffix(".json")) as handle:
+            json.dump(result, handle, indent=1)
+        with atomic_write(args.out.with_suffix(".md")) as handle:
+            handle.write(text)
 
 
 if __name__ == "__main__":

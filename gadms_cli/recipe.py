@@ -21,6 +21,7 @@ from typing import Any, Literal
 import yaml
 
 from gadms_cli.errors import GadmsError
+from gadms_cli.gadms.ga_score import resolve_score_layers
 
 
 @dataclass
@@ -73,8 +74,9 @@ class MethodRecipe:
     logit_scale: float = 50.0
     token_score: Literal["ga", "similarity", "random"] = "ga"
     score_timing: Literal["online", "cached"] = "online"
-    score_layers: int = 8
-    score_normalize: Literal["batch", "sample"] = "batch"
+    score_layers: int | float | Literal["all"] = 8  # last L text layers: a count, a fraction of the depth, or "all"
+    score_normalize: Literal["batch", "sample", "rank"] = "batch"  # paper: batch min-max
+    score_relu: bool = True  # paper: ReLU on the layer sum; false keeps the sign (calibration)
     initial_score: float = 0.85
     noise_masking: bool = True
     mtp: bool = True
@@ -306,6 +308,10 @@ def validate(recipe: Recipe, source: str = "recipe") -> None:
         )
     if recipe.optim.lr <= 0:
         raise GadmsError(f"{source}: 'optim.lr' must be > 0")
+    try:
+        resolve_score_layers(recipe.method.score_layers, 12)
+    except ValueError as error:
+        raise GadmsError(f"{source}: 'method.score_layers': {error} (e.g. 8, 0.67 or all)") from None
     for name in ("noise_alpha", "informative_alpha", "mlm_probability", "initial_score"):
         value = getattr(recipe.method, name)
         if not 0.0 <= value <= 1.0:

@@ -11,7 +11,7 @@ from PIL import Image
 from gadms_cli.errors import GadmsError
 from gadms_cli.gadms.ga_score import ga_token_scores
 from gadms_cli.model.factory import create_person_clip
-from gadms_cli.model.tokenizer import EOT_ID, SOT_ID, Tokenizer
+from gadms_cli.model.tokenizer import EOT_ID, MASK_ID, SOT_ID, Tokenizer
 from gadms_cli.retrieve import search as search_module
 from gadms_cli.retrieve.explain import Explanation, TokenScore, explain_match
 from gadms_cli.retrieve.report import render_html, results_payload, write_json
@@ -127,7 +127,7 @@ def test_explain_gives_one_ga_score_per_query_token_zero_on_start_and_end(model,
     retriever = Retriever(model, num_workers=0)
     retriever.index(photos, index_dir=photos.parent / "idx")
     query = "a woman wearing a red coat"
-    result = retriever.search(query, top_k=3, explain=True)
+    result = retriever.search(query, top_k=3, explain=True, attribution="ga")
     explanation = result.explanation
     assert explanation is not None and explanation.path == result.hits[0].path
     assert [t.text for t in explanation.tokens] == ["<start_of_text>", "a", "woman", "wearing", "a", "red", "coat", "<end_of_text>"]
@@ -147,6 +147,34 @@ def test_explain_gives_one_ga_score_per_query_token_zero_on_start_and_end(model,
     cosine = F.cosine_similarity(model.encode_text(tokens), image_feature).item()
     assert explanation.similarity == pytest.approx(cosine, abs=1e-5)
     assert explanation.similarity == pytest.approx(result.hits[0].score, abs=1e-4)
+
+
+def test_explain_by_default_shows_leave_one_out_against_one_forward_per_masked_query(model, photos):
+    retriever = Retriever(model, num_workers=0)
+    retriever.index(photos, index_dir=photos.parent / "idx-loo")
+    query = "a woman wearing a red coat"
+    result = retriever.search(query, top_k=1, explain=True)
+    explanation = result.explanation
+    assert explanation.attribution == "loo"
+    from gadms_cli.data.transforms import eval_transform
+
+    with torch.no_grad():
+        image = eval_transform((96, 32))(Image.open(result.hits[0].path)).unsqueeze(0)
+        feature = model.encode_image(image)
+        tokens = Tokenizer(77)([query])
+        full = F.cosine_similarity(model.clip.encode_text(tokens), feature).item()
+        changes = []
+        for position in range(1, 7):  # the six words; 0 is the start token, 7 the end token
+            variant = tokens.clone()
+            variant[0, position] = MASK_ID
+            changes.append(full - F.cosine_similarity(model.clip.encode_text(variant), feature).item())
+    assert [t.raw for t in explanation.tokens[1:7]] == pytest.approx(changes, abs=1e-5)
+    top = max(changes)
+    if top > 0:
+        assert [t.score for t in explanation.tokens[1:7]] == pytest.approx([max(c, 0) / top for c in changes], abs=1e-5)
+    words = ["a", "woman", "wearing", "a", "red", "coat"]
+    assert explanation.top_word() == words[changes.index(top)]
+    assert explanation.similarity == pytest.approx(full, abs=1e-5)
 
 
 def test_explain_splits_words_into_bpe_pieces_and_joins_them_back(model, photos):

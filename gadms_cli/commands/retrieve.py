@@ -47,7 +47,8 @@ def retrieve(
     index: Optional[Path] = typer.Option(None, "--index", help="Folder for the cached embeddings (default GALLERY/.gadms)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write every result (and explanation) as JSON to this file."),
     html_out: Optional[Path] = typer.Option(None, "--html", help="Write an offline HTML page with thumbnails to this file."),
-    explain: bool = typer.Option(False, "--explain", help="Show which query words carried the top match (GA score of each token)."),
+    explain: bool = typer.Option(False, "--explain", help="Show which query words carried the top match."),
+    attribution: str = typer.Option("loo", "--attribution", help="Token scores for --explain: loo (exact leave-one-out) or ga (GA score)."),
     batch_size: int = typer.Option(128, "--batch-size", min=1, help="Images per encoding batch."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Image decoding processes (default: half the CPUs)."),
     backend: str = typer.Option("auto", "--backend", help="auto, torch (exact) or faiss (approximate; pip install faiss-cpu)."),
@@ -55,6 +56,7 @@ def retrieve(
     """Search a photo folder with a sentence; the folder's embeddings are cached and updated incrementally."""
     from gadms_cli.commands.eval import parse_image_size
     from gadms_cli.errors import GadmsError
+    from gadms_cli.retrieve.explain import ATTRIBUTIONS
     from gadms_cli.retrieve.report import explanation_text, results_payload, results_table, write_html, write_json
     from gadms_cli.retrieve.retriever import Retriever
     from gadms_cli.retrieve.search import BACKENDS
@@ -69,6 +71,8 @@ def retrieve(
         raise GadmsError(f"--image {image}: file not found")
     if explain and not texts:
         raise GadmsError("--explain needs a text query (it scores the query's words)")
+    if attribution not in ATTRIBUTIONS:
+        raise GadmsError(f"--attribution {attribution}: choose one of {', '.join(ATTRIBUTIONS)}")
     if backend not in BACKENDS:
         raise GadmsError(f"--backend {backend}: choose one of {', '.join(BACKENDS)}")
 
@@ -100,7 +104,7 @@ def retrieve(
     if report.images == 0:
         err_console.print(f"warning: no readable image in {gallery}", highlight=False, markup=False)
 
-    results = retriever.search_texts(texts, top_k, explain=explain) if texts else []
+    results = retriever.search_texts(texts, top_k, explain=explain, attribution=attribution) if texts else []
     if image is not None:
         results.append(retriever.search_image(image, top_k))
     for result in results:

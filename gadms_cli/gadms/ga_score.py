@@ -1,8 +1,8 @@
 """Token scores for dual masking: the gradient-attention (GA) score and a plain similarity score.
 
-GA score (METHOD.md "Gradient-attention similarity score"), for B image-caption
-pairs with tokens [B, T] and the last L text layers (L = 8 by default, clamped
-to the depth):
+GA score (docs/method.md "The GA score"), for B image-caption pairs with
+tokens [B, T] and the last L text layers (``layers``: a count, clamped to the
+depth; ``"all"``; or a fraction of the depth, see :func:`resolve_score_layers`):
 
 - c_b = cos(image_b, text_b): only the matching pairs;
 - per tapped layer l, on the model's REAL multi-head forward (text_taps.py):
@@ -22,6 +22,16 @@ to the depth):
   then min-max normalised to [0, 1] over the content tokens of the whole batch
   (``normalize="batch"``, the public code) or of each caption (``"sample"``).
   A set whose scores are all equal normalises to 0.
+
+Calibrations (recipe switches; the paper's score is ``relu=True, normalize="batch"``):
+
+- ``relu=False`` keeps the SIGN of the layer sum: a word that pulls the caption
+  away from its image (a wrong colour) scores below a neutral word instead of
+  tying with it at 0;
+- ``normalize="rank"``: per caption, each content token's rank among the
+  caption's content tokens, scaled to [0, 1] (ties share their mean rank; a
+  caption with one content token scores 0.5), so the masking schedule sees the
+  same spread of scores in every caption, whatever the raw scale.
 
 Scores are detached (no gradient flows into them). Image features may be
 passed precomputed ([B, E]) so the image tower need not run twice.
@@ -45,7 +55,8 @@ from torch import nn
 
 from gadms_cli.model.text_taps import AttentionTap, run_text_tower
 
-Normalize = Literal["batch", "sample"]
+Normalize = Literal["batch", "sample", "rank"]
+ScoreLayers = int | float | str  # a count >= 1, a fraction in (0, 1), or "all"
 MSP_WINDOWS = (1, 2)
 _EPS = 1e-12
 
@@ -91,6 +102,49 @@ def multi_scale_pool(x: torch.Tensor, lengths: torch.Tensor, windows: tuple[int,
     return torch.stack([_pool_interpolate(x, lengths, w) for w in windows]).mean(dim=0)
 
 
+def resolve_score_layers(layers: ScoreLayers, depth: int) -> int:
+    """How many of the last text layers the GA score taps, for a tower of ``depth`` blocks.
+
+    ``layers``: an int (clamped to 1..depth), ``"all"``, or a fraction in (0, 1) of the depth
+    (rounded, at least 1: the paper's 8 of 12 is ``0.67``)."""
+    if isinstance(layers, str):
+        if layers != "all":
+            raise ValueError(f"score layers must be a count, a fraction or 'all', got {layers!r}")
+        return depth
+    if isinstance(layers, bool) or not isinstance(layers, (int, float)):
+        raise ValueError(f"score layers must be a count, a fraction or 'all', got {layers!r}")
+    if isinstance(layers, float) and not layers.is_integer():
+        if not 0.0 < layers < 1.0:
+            raise ValueError(f"a fraction of score layers must lie in (0, 1), got {layers}")
+        return max(1, min(depth, round(layers * depth)))
+    if layers < 1:
+        raise ValueError(f"score layers must be >= 1, got {layers}")
+    return min(int(layers), depth)
+
+
+def rank_normalize(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per row, each masked entry's rank among the row's masked entries scaled to [0, 1].
+
+    rank = (number of strictly lower entries + half the number of OTHER equal entries) / (n - 1)
+    for a row of n masked entries; a row with one entry gets 0.5; entries outside ``mask`` get 0.
+    ``scores``, ``mask``: [B, T]. O(B * T^2), fine for captions (T <= 77)."""
+    valid = mask.bool()
+    lower = (scores.unsqueeze(1) < scores.unsqueeze(2)) & valid.unsqueeze(1)  # [B, i, j]: s_j < s_i
+    equal = (scores.unsqueeze(1) == scores.unsqueeze(2)) & valid.unsqueeze(1)
+    count = valid.sum(dim=1, keepdim=True).to(scores.dtype)  # [B, 1]
+    rank = lower.sum(dim=2).to(scores.dtype) + 0.5 * (equal.sum(dim=2).to(scores.dtype) - 1)
+    out = torch.where(count > 1, rank / (count - 1).clamp_min(1), torch.full_like(rank, 0.5))
+    return torch.where(valid, out, torch.zeros_like(out))
+
+
+def normalize_scores(scores: torch.Tensor, mask: torch.Tensor, normalize: Normalize = "batch") -> torch.Tensor:
+    """Map raw token scores [B, T] to [0, 1] over the entries of ``mask``: ``batch``/``sample``
+    min-max (:func:`minmax_normalize`) or per-caption ``rank`` (:func:`rank_normalize`)."""
+    if normalize == "rank":
+        return rank_normalize(scores, mask)
+    return minmax_normalize(scores, mask, normalize)
+
+
 def minmax_normalize(scores: torch.Tensor, mask: torch.Tensor, normalize: Normalize = "batch") -> torch.Tensor:
     """Min-max normalise ``scores`` [B, T] over the entries where ``mask`` is True, per batch or per
     sample; entries outside the mask become 0, and so does a set whose values are all equal."""
@@ -117,6 +171,11 @@ class GATerms:
     attention_scores: list[torch.Tensor]  # Sa^l [B, T]
     similarity: torch.Tensor  # c [B]
     raw: torch.Tensor  # ReLU(sum_l Sg^l * Sa^l), zero on BOS/EOS/padding [B, T]
+    signed: torch.Tensor  # sum_l Sg^l * Sa^l before the ReLU, zero on BOS/EOS/padding [B, T]
+
+    def layer_products(self) -> list[torch.Tensor]:
+        """Sg^l * Sa^l per tapped layer [B, T]: each layer's contribution to the sum."""
+        return [g * a for g, a in zip(self.gradient_scores, self.attention_scores)]
 
 
 def _image_features(model: nn.Module, images_or_features: torch.Tensor) -> torch.Tensor:
@@ -142,16 +201,18 @@ def _layer_terms(tap: AttentionTap, grad_out: torch.Tensor, eos: torch.Tensor, l
     return gradient.float(), spatial, gradient_score, attention
 
 
-def ga_score_terms(model: nn.Module, images_or_features: torch.Tensor, tokens: torch.Tensor, num_layers: int = 8) -> GATerms:
+def ga_score_terms(model: nn.Module, images_or_features: torch.Tensor, tokens: torch.Tensor, num_layers: ScoreLayers = 8) -> GATerms:
     """Compute every term of the GA score (see the module docstring); nothing is normalised batch-wise yet.
 
     ``images_or_features``: images [B, 3, H, W] or image embeddings [B, E]
     (detached either way). ``tokens`` [B, T] with T <= the model's context.
+    ``num_layers``: see :func:`resolve_score_layers`.
     """
     clip = _clip_of(model)
     image = _image_features(model, images_or_features)
+    taps = resolve_score_layers(num_layers, len(clip.transformer.resblocks))
     with torch.enable_grad():
-        out = run_text_tower(clip, tokens, tap_layers=num_layers, grad_before_taps=False)
+        out = run_text_tower(clip, tokens, tap_layers=taps, grad_before_taps=False)
         similarity = F.cosine_similarity(out.embedding.float(), image.float(), dim=-1)  # [B]
         # Captions are independent (LayerNorm, causal attention per row), so the gradient of the
         # sum gives every caption's own d c_b / d O_b.
@@ -159,7 +220,7 @@ def ga_score_terms(model: nn.Module, images_or_features: torch.Tensor, tokens: t
     eos = out.eos
     lengths = eos + 1
     content = content_mask(tokens).to(torch.float32)
-    terms = GATerms([], [], [], [], [], similarity.detach(), torch.zeros_like(content))
+    terms = GATerms([], [], [], [], [], similarity.detach(), torch.zeros_like(content), torch.zeros_like(content))
     total = torch.zeros_like(content)
     for tap, grad_out in zip(out.taps, grads):
         gradient, spatial, gradient_score, attention = _layer_terms(tap, grad_out, eos, lengths, content)
@@ -169,6 +230,7 @@ def ga_score_terms(model: nn.Module, images_or_features: torch.Tensor, tokens: t
         terms.gradient_scores.append(gradient_score)
         terms.attention_scores.append(attention)
         total = total + gradient_score * attention
+    terms.signed = total * content
     terms.raw = torch.relu(total) * content
     return terms
 
@@ -177,12 +239,17 @@ def ga_token_scores(
     model: nn.Module,
     images_or_features: torch.Tensor,
     tokens: torch.Tensor,
-    num_layers: int = 8,
+    num_layers: ScoreLayers = 8,
     normalize: Normalize = "batch",
+    relu: bool = True,
 ) -> torch.Tensor:
-    """GA score per token: FloatTensor [B, T] in [0, 1], 0 on BOS, EOS and padding, detached."""
+    """GA score per token: FloatTensor [B, T] in [0, 1], 0 on BOS, EOS and padding, detached.
+
+    ``relu=True, normalize="batch"`` is the paper's score; see the module docstring for the
+    calibrations ``relu=False`` and ``normalize="sample"`` / ``"rank"``."""
     terms = ga_score_terms(model, images_or_features, tokens, num_layers)
-    return minmax_normalize(terms.raw, content_mask(tokens), normalize).detach()
+    raw = terms.raw if relu else terms.signed
+    return normalize_scores(raw, content_mask(tokens), normalize).detach()
 
 
 def similarity_token_scores(
@@ -197,4 +264,4 @@ def similarity_token_scores(
     with torch.no_grad():
         out = run_text_tower(clip, tokens, token_features=True)
         similarity = F.cosine_similarity(out.token_features.float(), image.float().unsqueeze(1), dim=-1)  # [B, T]
-    return minmax_normalize(similarity, content_mask(tokens), normalize).detach()
+    return normalize_scores(similarity, content_mask(tokens), normalize).detach()

@@ -75,7 +75,8 @@ class RetrievalObjective(nn.Module):
         kind = self.method.token_score
         if kind == "ga":
             return ga_token_scores(
-                self.model, image_emb.detach(), tokens, self.method.score_layers, self.method.score_normalize
+                self.model, image_emb.detach(), tokens, self.method.score_layers, self.method.score_normalize,
+                relu=self.method.score_relu,
             )
         if kind == "similarity":
             return similarity_token_scores(self.model, image_emb.detach(), tokens, self.method.score_normalize)

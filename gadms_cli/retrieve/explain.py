@@ -1,14 +1,19 @@
-"""Why did an image match a query? The GA score of each query token against that image.
+"""Why did an image match a query? A score per query token against that image.
 
-The GA score (gadms_cli/gadms/ga_score.py, METHOD.md) is the method's own measure of how
-much each caption token drives the caption's similarity with an image: gradient of the
-cosine similarity with respect to the attention output, weighted by the EOS token's
-attention, over the last text layers. GA-DMS trains with it (tokens with low scores are
-masked as noise, high-scoring ones are predicted); here it explains a retrieval: scored
-against the top match, the words with high scores are the ones that carried the match.
+Two attributions (``attribution``):
 
-Scores are min-max normalised over the query's own tokens (``normalize="sample"``): the
-strongest token scores 1; the start and end tokens score 0.
+- ``"loo"`` (the default): exact leave-one-out, ``cos(query, image) - cos(query with the
+  token replaced by [MASK], image)`` (gadms_cli/gadms/attribution.py): one batched text
+  forward of all the variants. It is what "the words that carried the match" means, and
+  measured against it the GA score of a small model often points at "a" or "the"
+  (docs/results/explain-agreement.md), so it is what ``--explain`` shows.
+- ``"ga"``: the GA score (gadms_cli/gadms/ga_score.py), the method's own fast estimate of
+  the same thing (one forward and one backward), which GA-DMS trains with.
+
+Displayed scores lie in [0, 1]: the positive part of the attribution divided by the
+query's largest (GA: min-max over the query's tokens after the ReLU, as the paper), so
+the strongest token scores 1; the start and end tokens, and tokens that worked AGAINST
+the match, score 0. ``Explanation.raw`` keeps the unscaled values.
 """
 
 from __future__ import annotations
@@ -20,10 +25,14 @@ from typing import Callable
 import torch
 from torch import nn
 
+from gadms_cli.gadms.attribution import leave_one_out_scores
 from gadms_cli.gadms.ga_score import content_mask, ga_score_terms, minmax_normalize
 from gadms_cli.model.tokenizer import EOT_ID, MASK_ID, SOT_ID, Tokenizer
 
-DEFAULT_LAYERS = 8  # the paper's L; clamped to the text tower's depth
+DEFAULT_LAYERS = 8  # the paper's L; clamped to the text tower's depth (all layers of a small tower)
+ATTRIBUTIONS = ("loo", "ga")
+DEFAULT_ATTRIBUTION = "loo"
+ATTRIBUTION_NAMES = {"loo": "leave-one-out", "ga": "GA score"}
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,7 @@ class TokenScore:
     score: float
     special: bool
     ends_word: bool
+    raw: float = 0.0  # the unscaled attribution (LOO: change of cosine; GA: the ReLU'd layer sum)
 
 
 @dataclass
@@ -45,6 +55,12 @@ class Explanation:
     path: Path
     similarity: float
     tokens: list[TokenScore]
+    attribution: str = DEFAULT_ATTRIBUTION  # "loo" or "ga": which score the tokens hold
+
+    def top_word(self) -> str | None:
+        """The word with the highest score (None for a query with no scored word)."""
+        words = self.words()
+        return max(words, key=lambda item: item[1])[0] if words else None
 
     def words(self) -> list[tuple[str, float]]:
         """The query's words (BPE pieces joined) with the highest score of their pieces; special tokens left out."""
@@ -79,25 +95,42 @@ def explain_match(
     query: str,
     image_embedding: torch.Tensor,
     path: str | Path,
-    num_layers: int = DEFAULT_LAYERS,
+    num_layers: int | str = DEFAULT_LAYERS,
+    attribution: str = DEFAULT_ATTRIBUTION,
 ) -> Explanation:
-    """GA scores of ``query``'s tokens against one image.
+    """Token scores of ``query`` against one image (see the module docstring).
 
     ``tokenize`` is the model's :class:`Tokenizer`; ``image_embedding`` [D] is the image's
-    embedding (normalised or not: the score depends on its direction only). Returns one
+    embedding (normalised or not: the scores depend on its direction only). Returns one
     :class:`TokenScore` per token from the start token to the end token inclusive
     (padding excluded; a query longer than the context is truncated as in retrieval).
+    ``num_layers`` is used by ``attribution="ga"`` only.
     """
+    if attribution not in ATTRIBUTIONS:
+        raise ValueError(f"attribution must be one of {', '.join(ATTRIBUTIONS)}, got {attribution!r}")
     device = next(model.parameters()).device
     tokens = tokenize([query]).to(device)  # [1, T]
-    image = image_embedding.detach().reshape(1, -1).to(device, torch.float32)  # [1, D]
-    terms = ga_score_terms(model, image, tokens, num_layers)
-    scores = minmax_normalize(terms.raw, content_mask(tokens), "sample")[0].cpu()  # [T]
     eos = int(tokens[0].argmax())
-    ids = tokens[0, : eos + 1].tolist()
+    tokens = tokens[:, : eos + 1]
+    image = image_embedding.detach().reshape(1, -1).to(device, torch.float32)  # [1, D]
+    content = content_mask(tokens)
+    if attribution == "ga":
+        terms = ga_score_terms(model, image, tokens, num_layers)
+        raw = terms.raw[0].cpu()
+        scores = minmax_normalize(terms.raw, content, "sample")[0].cpu()  # [T]
+        similarity = float(terms.similarity[0])
+    else:
+        raw = leave_one_out_scores(model, image, tokens)[0].cpu()
+        positive = raw.clamp(min=0) * content[0].cpu()
+        top = float(positive.max())
+        scores = positive / top if top > 0 else torch.zeros_like(positive)
+        with torch.no_grad():
+            text = model.encode_text(tokens)
+        similarity = float(torch.nn.functional.cosine_similarity(text.float(), image)[0])
+    ids = tokens[0].tolist()
     tokenizer = tokenize if isinstance(tokenize, Tokenizer) else Tokenizer()
     items = [
-        TokenScore(text, 0.0 if special else float(scores[position]), special, ends_word)
+        TokenScore(text, 0.0 if special else float(scores[position]), special, ends_word, 0.0 if special else float(raw[position]))
         for position, (text, special, ends_word) in enumerate(token_pieces(tokenizer, ids))
     ]
-    return Explanation(query=query, path=Path(path), similarity=float(terms.similarity[0]), tokens=items)
+    return Explanation(query=query, path=Path(path), similarity=similarity, tokens=items, attribution=attribution)

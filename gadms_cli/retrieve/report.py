@@ -24,7 +24,7 @@ from rich.text import Text
 
 from gadms_cli import __version__
 from gadms_cli.fileio import atomic_write
-from gadms_cli.retrieve.explain import Explanation
+from gadms_cli.retrieve.explain import ATTRIBUTION_NAMES, Explanation
 from gadms_cli.retrieve.gallery_index import IndexReport
 from gadms_cli.retrieve.retriever import QueryResult
 
@@ -33,7 +33,7 @@ _HOT = (255, 140, 0)  # token colour at score 1 (orange); score 0 is no colour
 
 
 def heat_rgb(score: float) -> tuple[int, int, int]:
-    """Background colour of a token with GA score ``score`` in [0, 1]: white -> orange."""
+    """Background colour of a token with score ``score`` in [0, 1]: white -> orange."""
     s = min(1.0, max(0.0, float(score)))
     return tuple(round(255 + (hot - 255) * s) for hot in _HOT)  # type: ignore[return-value]
 
@@ -55,8 +55,8 @@ def results_table(result: QueryResult) -> Table:
 
 
 def explanation_text(explanation: Explanation) -> Text:
-    """The query's tokens coloured by GA score (orange = carried the match), for the terminal."""
-    text = Text("why the top match: ", style="bold")
+    """The query's tokens coloured by score (orange = carried the match), for the terminal."""
+    text = Text(f"why the top match ({ATTRIBUTION_NAMES.get(explanation.attribution, explanation.attribution)}): ", style="bold")
     for token in explanation.tokens:
         if token.special:
             continue
@@ -78,6 +78,7 @@ def explanation_payload(explanation: Explanation) -> dict[str, Any]:
     return {
         "path": str(explanation.path),
         "similarity": explanation.similarity,
+        "attribution": explanation.attribution,
         "tokens": [
             {"token": t.text, "score": t.score, "special": t.special, "ends_word": t.ends_word}
             for t in explanation.tokens
@@ -184,11 +185,12 @@ def _tokens_html(explanation: dict[str, Any]) -> str:
             continue
         r, g, b = heat_rgb(token["score"])
         spans.append(
-            f'<span style="background: rgb({r},{g},{b})" title="GA score {token["score"]:.3f}">{escape(token["token"])}</span>'
+            f'<span style="background: rgb({r},{g},{b})" title="score {token["score"]:.3f}">{escape(token["token"])}</span>'
             + (" " if token["ends_word"] else "")
         )
+    name = ATTRIBUTION_NAMES.get(explanation.get("attribution", "ga"), "GA score")
     return (
-        '<p class="tokens">why the top match (GA score of each token, orange = carried the match): '
+        f'<p class="tokens">why the top match ({escape(name)} of each token, orange = carried the match): '
         + "".join(spans)
         + f' <span class="meta">similarity {explanation["similarity"]:.3f}</span></p>'
     )

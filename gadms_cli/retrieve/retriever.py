@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from gadms_cli.errors import GadmsError
-from gadms_cli.retrieve.explain import DEFAULT_LAYERS, Explanation, explain_match
+from gadms_cli.retrieve.explain import DEFAULT_ATTRIBUTION, DEFAULT_LAYERS, Explanation, explain_match
 from gadms_cli.retrieve.gallery_index import (
     DEFAULT_SAVE_INTERVAL_S,
     FAISS_PREFIX,
@@ -185,11 +185,14 @@ class Retriever:
             raise GadmsError(f"--image {files[bad[0]]}: not a readable image (jpg, png, webp, bmp ...)")
         return feats  # type: ignore[return-value]
 
-    def search(self, query: str, top_k: int = 10, explain: bool = False) -> QueryResult:
-        """Rank the gallery for one sentence; with ``explain``, GA scores of its tokens against the top hit."""
-        return self.search_texts([query], top_k, explain)[0]
+    def search(self, query: str, top_k: int = 10, explain: bool = False, attribution: str = DEFAULT_ATTRIBUTION) -> QueryResult:
+        """Rank the gallery for one sentence; with ``explain``, score its tokens against the top hit
+        (``attribution``: ``"loo"`` leave-one-out or ``"ga"`` GA score, see :meth:`explain`)."""
+        return self.search_texts([query], top_k, explain, attribution)[0]
 
-    def search_texts(self, queries: Sequence[str], top_k: int = 10, explain: bool = False) -> list[QueryResult]:
+    def search_texts(
+        self, queries: Sequence[str], top_k: int = 10, explain: bool = False, attribution: str = DEFAULT_ATTRIBUTION
+    ) -> list[QueryResult]:
         """Rank the gallery for each sentence (encoded in one batch)."""
         self._require_index()
         started = time.perf_counter()
@@ -199,7 +202,7 @@ class Retriever:
         if explain:
             for result in results:
                 if result.hits:
-                    result.explanation = self.explain(result.query, result.hits[0].path)
+                    result.explanation = self.explain(result.query, result.hits[0].path, attribution=attribution)
         return results
 
     def search_image(self, image: str | os.PathLike, top_k: int = 10) -> QueryResult:
@@ -229,8 +232,15 @@ class Retriever:
 
     # --- explaining -------------------------------------------------------------------
 
-    def explain(self, query: str, image: str | os.PathLike | None = None, num_layers: int = DEFAULT_LAYERS) -> Explanation:
-        """GA score of each token of ``query`` against ``image`` (default: the query's top hit).
+    def explain(
+        self,
+        query: str,
+        image: str | os.PathLike | None = None,
+        num_layers: int = DEFAULT_LAYERS,
+        attribution: str = DEFAULT_ATTRIBUTION,
+    ) -> Explanation:
+        """Score of each token of ``query`` against ``image`` (default: the query's top hit):
+        ``attribution="loo"`` (exact leave-one-out, the default) or ``"ga"`` (the GA score).
 
         ``image`` may be a gallery path (relative or absolute) or any image file.
         """
@@ -247,7 +257,7 @@ class Retriever:
         else:
             embedding = self.encode_image_files([image])[0]
             path = Path(image)
-        return explain_match(self.model, self.tokenizer, query, embedding, path, num_layers)
+        return explain_match(self.model, self.tokenizer, query, embedding, path, num_layers, attribution)
 
 
 def _token(embeddings_file: str | None) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -283,14 +284,64 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise GadmsError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not data and not overrides:
+        raise GadmsError(f"{path}: the recipe is empty; start from a shipped one ({', '.join(shipped_recipes())}) or write the sections model, data, method, optim, train")
     if not isinstance(data, dict):
         raise GadmsError(f"{path}: a recipe must be a mapping with sections model, data, method, optim, train")
     apply_overrides(data, overrides or [])
     return recipe_from_dict(data, source=str(path))
 
 
+# Ranges that types alone cannot express: (dotted key, lowest allowed, whether the lowest is allowed,
+# what to say). A value of null (for the optional keys) is always allowed.
+_RANGES: tuple[tuple[str, float, bool, str], ...] = (
+    ("model.decoder_layers", 1, True, ">= 1"),
+    ("data.samples_per_id", 1, True, ">= 1"),
+    ("data.num_workers", 0, True, ">= 0"),
+    ("method.logit_scale", 0, False, "> 0"),
+    ("method.mtp_weight", 0, True, ">= 0"),
+    ("method.noise_lambda", 0, True, ">= 0"),
+    ("method.informative_lambda", 0, True, ">= 0"),
+    ("optim.lr", 0, False, "> 0"),
+    ("optim.weight_decay", 0, True, ">= 0"),
+    ("optim.bias_weight_decay", 0, True, ">= 0"),
+    ("optim.eps", 0, False, "> 0"),
+    ("optim.new_module_lr_mult", 0, True, ">= 0"),
+    ("optim.bias_lr_mult", 0, True, ">= 0"),
+    ("optim.warmup_epochs", 0, True, ">= 0"),
+    ("optim.warmup_start_factor", 0, True, ">= 0"),
+    ("optim.min_lr", 0, True, ">= 0"),
+    ("optim.grad_clip", 0, False, "> 0 (or null: no clipping)"),
+    ("train.epochs", 1, True, ">= 1"),
+    ("train.batch_size", 1, True, ">= 1"),
+    ("train.max_steps", 1, True, ">= 1 (or null: all epochs)"),
+    ("train.max_minutes", 0, False, "> 0 (or null: no time limit)"),
+    ("train.eval_every", 0, True, ">= 0 (0: each epoch)"),
+    ("train.checkpoint_every", 0, True, ">= 0 (0: only at the end)"),
+    ("train.log_every", 1, True, ">= 1"),
+)
+
+
+def _check_ranges(recipe: Recipe, source: str) -> None:
+    for key, low, inclusive, wanted in _RANGES:
+        section, name = key.split(".")
+        value = getattr(getattr(recipe, section), name)
+        if value is None:
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise GadmsError(f"{source}: '{key}' must be a finite number {wanted}, got {value}")
+        if value < low or (value == low and not inclusive):
+            raise GadmsError(f"{source}: '{key}' must be {wanted}, got {value}")
+    for section in (recipe.method, recipe.optim):
+        for item in dataclasses.fields(section):
+            value = getattr(section, item.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise GadmsError(f"{source}: '{type(section).__name__.removesuffix('Recipe').lower()}.{item.name}' must be a finite number, got {value}")
+
+
 def validate(recipe: Recipe, source: str = "recipe") -> None:
     """Cross-field checks that types alone cannot express."""
+    _check_ranges(recipe, source)
     h, w = recipe.model.image_size
     if h <= 0 or w <= 0:
         raise GadmsError(f"{source}: 'model.image_size' must be two positive pixel counts, got {recipe.model.image_size}")
@@ -306,8 +357,6 @@ def validate(recipe: Recipe, source: str = "recipe") -> None:
             f"{source}: 'train.batch_size' ({recipe.train.batch_size}) must be a multiple of "
             f"'data.samples_per_id' ({recipe.data.samples_per_id})"
         )
-    if recipe.optim.lr <= 0:
-        raise GadmsError(f"{source}: 'optim.lr' must be > 0")
     try:
         resolve_score_layers(recipe.method.score_layers, 12)
     except ValueError as error:

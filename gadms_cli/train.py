@@ -203,8 +203,27 @@ class Trainer:
         if table.is_file():
             self.accelerator.unwrap_model(self.objective).load_table(load_file(str(table)))
 
+    def nonfinite_tensors(self) -> int:
+        """How many parameter and optimiser-state tensors hold a NaN or an infinity."""
+        tensors = [p.detach() for p in self.objective.parameters()]
+        for per_param in self.optimizer.state_dict().get("state", {}).values():
+            tensors += [v for v in per_param.values() if torch.is_tensor(v) and v.is_floating_point()]
+        return sum(int(not torch.isfinite(t).all()) for t in tensors)
+
+    def require_finite(self, before: str) -> None:
+        """Stop with one line when weights went non-finite (a finite loss does not rule that out).
+        Called before every checkpoint and every validation, so each saved checkpoint is good."""
+        bad = self.nonfinite_tensors()
+        if bad:
+            raise GadmsError(
+                f"{bad} weight or optimiser tensors became NaN or infinite by step {self.state.step}; stopped before "
+                f"{before}. Last good checkpoint: {latest_checkpoint(self.run_dir) or 'none yet'}; "
+                "lower optim.lr or set optim.grad_clip (e.g. 1.0)"
+            )
+
     def save_state(self) -> Path:
         """Accelerate state + trainer state + score table -> checkpoints/step-N, renamed into place when complete."""
+        self.require_finite(f"saving checkpoints/step-{self.state.step}")
         state, acc = self.state, self.accelerator
         final = self.run_dir / "checkpoints" / f"step-{state.step}"
         tmp = self.run_dir / "checkpoints" / f".step-{state.step}.tmp"
@@ -240,6 +259,7 @@ class Trainer:
 
         if self.data.val is None or self.validated_at == self.state.step:
             return None
+        self.require_finite("validating and saving best/ and last/")
         self.validated_at = self.state.step
         metrics = None
         if self.main:
@@ -345,6 +365,7 @@ class Trainer:
             if data.val is None and self.main:
                 from gadms_cli.model.checkpoint import save_checkpoint
 
+                self.require_finite("saving last/")
                 save_checkpoint(self.model, self.run_dir / "last", recipe=recipe, metrics=None, step=state.step)
         if latest_checkpoint(self.run_dir) != self.run_dir / "checkpoints" / f"step-{state.step}":
             self.save_state()
@@ -384,6 +405,7 @@ def train(
     if launch.num_processes > 1:
         broadcast_object_list(names)
     run_dir = Path(names[0])
+    created = not run_dir.exists()
     if launch.is_main_process:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         with atomic_write(run_dir / "recipe.yaml") as handle:
@@ -395,4 +417,10 @@ def train(
         log_with="tensorboard",
         project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
     )
-    return Trainer(recipe, run_dir, accelerator, checkpoint).run(stop_after=stop_after)
+    try:
+        trainer = Trainer(recipe, run_dir, accelerator, checkpoint)
+    except BaseException:
+        if created and launch.is_main_process:  # a new run that could not start leaves nothing behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    return trainer.run(stop_after=stop_after)

@@ -200,8 +200,8 @@ def test_malformed_answers(server):
     assert reply.problem is None and reply.text == fill_template(caption_prompt(TEMPLATE).user, 9)
     assert len(server.received) == 3
     server.default = "malformed"
-    [reply] = captioner(server, retries=1).generate([request()])
-    assert reply.text is None and reply.problem == "malformed_reply" and "malformed answer" in reply.detail
+    with pytest.raises(GadmsError, match=r"2 answers in a row were not chat completions \(malformed answer.*check that --base-url"):
+        captioner(server, retries=1).generate([request()])
 
 
 def test_truncated_and_rejected_requests(server):
@@ -295,3 +295,25 @@ def _rows(out):
     import pyarrow.parquet as pq
 
     return [SimpleNamespace(**row) for row in pq.read_table(out / "data", columns=["template_id1", "template_id2"]).to_pylist()]
+
+
+def test_cli_server_answering_html_stops_then_resumes(server, tmp_path, monkeypatch):
+    """A server answering 200 with a non-JSON page: non-zero exit with one line, no unit marked
+    finished; the same command against a working server then captions every image."""
+    from gadms_cli.cli import app
+    from gadms_cli.data.synth import SynthConfig, generate_sketchpedes
+    from gadms_cli.data.webperson import open_webperson
+
+    generate_sketchpedes(tmp_path / "sp", SynthConfig(train_ids=3, val_ids=0, test_ids=0, images_per_id=2, height=96, width=32))
+    runner = CliRunner()
+    args = ["curate", str(tmp_path / "sp" / "imgs"), "--out", str(tmp_path / "out"), "--detector", "none", "--shard-size", "4",
+            "--model", "qwen-test", "--base-url", server.base_url, "--retries", "1"]
+    server.default = "malformed"
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert "were not chat completions" in result.output and "--base-url" in result.output
+    assert not list((tmp_path / "out").rglob("*.parquet"))  # nothing written, so nothing counts as finished
+    server.default = "ok"
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert len(list(open_webperson(tmp_path / "out"))) == 6

@@ -176,6 +176,11 @@ def run(
     )
     result = curate(inputs, settings, detector=chosen_detector, captioner=chosen_captioner, templates=bank)
     _print_report(result)
+    if result.run.caption_requests and not result.run.captions_kept:
+        raise GadmsError(
+            f"no caption was kept of {result.run.caption_requests:,} asked (see the caption rejections above); "
+            "check --model and --templates, or loosen --min-words / --max-words"
+        )
 
 
 @app.command("templates")

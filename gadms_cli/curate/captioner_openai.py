@@ -9,9 +9,10 @@ package is needed.
 * Each request has a ``--timeout`` (seconds). Timeouts, connection errors, HTTP 408/409/429/5xx
   and malformed answers are retried ``--retries`` times with exponential backoff (1 s, 2 s, 4 s,
   ... capped at 30 s; a numeric ``Retry-After`` header is honoured). When retries run out the
-  run stops with one line (resume it later); a still-malformed answer becomes a
-  ``malformed_reply`` rejection instead, and HTTP 400/413/422 (the server refusing this one
-  request, e.g. an image it cannot read) a ``server_rejected`` one.
+  run stops with one line (resume it later), for malformed answers too (a server that
+  answers HTML is a wrong ``--base-url``, not a bad image); HTTP 400/413/422 (the server
+  refusing this one request, e.g. an image it cannot read) becomes a ``server_rejected``
+  rejection.
 * The API key is read from the environment variable named by ``--api-key-env`` and sent as a
   bearer token. It is never printed, logged or written anywhere.
 """
@@ -181,7 +182,12 @@ class OpenAICaptioner:
                 failure = exc
         assert failure is not None
         if failure.malformed:
-            return ChatReply(None, "malformed_reply", str(failure))
+            # A server that keeps answering with something other than a chat completion (an HTML
+            # page, a proxy's error) is a wrong setting, not a bad image: stop like a dead server.
+            raise GadmsError(
+                f"{self.url}: {self.retries + 1} answers in a row were not chat completions ({failure}); check that "
+                "--base-url points at an OpenAI-compatible server (usually ending in /v1), then run the same command again to resume"
+            )
         raise GadmsError(
             f"{self.url}: no answer after {self.retries + 1} attempts ({failure}); check that the server runs and --base-url, "
             f"then run the same command again to resume"

@@ -1,0 +1,116 @@
+"""Faults and bad inputs (docs/reliability.md): each gets one line naming the key or file and the
+fix, a non-zero exit, and nothing saved that is not good."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState
+from safetensors.torch import load_file
+
+from gadms_cli.data.synth import SynthConfig, generate_sketchpedes
+from gadms_cli.errors import GadmsError
+from gadms_cli.recipe import load_recipe
+from gadms_cli.train import Trainer, train
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "gadms_cli" / "recipes" / "quickstart.yaml"
+
+
+@pytest.fixture(scope="module")
+def sketchpedes(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sketchpedes")
+    generate_sketchpedes(out, SynthConfig(train_ids=12, val_ids=3, test_ids=0, images_per_id=2, height=96, width=32, noise=0.3))
+    return out
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    AcceleratorState._reset_state(True)
+    yield
+    AcceleratorState._reset_state(True)
+
+
+def tiny(data: Path, out: Path, *extra: str) -> list[str]:
+    return [f"data.path={data}", f"train.output_dir={out}", "model.arch=gadms-tiny", "model.image_size=[96, 32]",
+            "model.decoder_layers=1", "data.num_workers=0", "train.batch_size=8", "train.max_minutes=null",
+            "train.log_every=1", "train.eval_every=0", *extra]
+
+
+def test_nan_weights_with_a_finite_loss_never_reach_a_checkpoint(sketchpedes, tmp_path, monkeypatch):
+    """Weights poisoned after the 3rd optimiser step (the loss of that step was finite): step-1 and
+    step-2 are saved, step-3 is refused, and the message names step-2, whose weights are finite."""
+    original = Trainer.optimizer_step
+
+    def poisoning_step(self, micro):
+        sums = original(self, micro)
+        if self.state.step == 2:  # incremented to 3 by the loop right after
+            with torch.no_grad():
+                next(self.model.parameters()).fill_(float("nan"))
+        return sums
+
+    monkeypatch.setattr(Trainer, "optimizer_step", poisoning_step)
+    recipe = load_recipe(QUICKSTART, tiny(sketchpedes, tmp_path, "train.max_steps=6", "train.checkpoint_every=1"))
+    run = tmp_path / "run"
+    with pytest.raises(GadmsError) as info:
+        train(recipe, run_dir=run)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "became NaN or infinite by step 3" in message and "saving checkpoints/step-3" in message
+    assert f"Last good checkpoint: {run / 'checkpoints' / 'step-2'}" in message and "optim.lr" in message
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-1", "step-2"]
+    weights = load_file(str(run / "checkpoints" / "step-2" / "model.safetensors"))
+    assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_nan_weights_stop_before_validation(sketchpedes, tmp_path, monkeypatch):
+    original = Trainer.optimizer_step
+
+    def poisoning_step(self, micro):
+        sums = original(self, micro)
+        if self.state.step == 1:  # the 2nd step; validation follows it at step 2
+            with torch.no_grad():
+                next(self.model.parameters()).fill_(float("inf"))
+        return sums
+
+    monkeypatch.setattr(Trainer, "optimizer_step", poisoning_step)
+    recipe = load_recipe(QUICKSTART, tiny(sketchpedes, tmp_path, "train.max_steps=4", "train.eval_every=2", "train.checkpoint_every=0"))
+    with pytest.raises(GadmsError, match=r"by step 2; stopped before validating and saving best/ and last/\. Last good checkpoint: none yet"):
+        train(recipe, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run" / "best").exists() and not (tmp_path / "run" / "last").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.lr=nan", "'optim.lr' must be a finite number > 0, got nan"),
+        ("optim.grad_clip=-1", "'optim.grad_clip' must be > 0 (or null: no clipping), got -1.0"),
+        ("data.num_workers=-1", "'data.num_workers' must be >= 0, got -1"),
+        ("method.score_layers=0", "'method.score_layers': score layers must be >= 1, got 0"),
+        ("train.log_every=0", "'train.log_every' must be >= 1, got 0"),
+        ("train.max_steps=-5", "'train.max_steps' must be >= 1 (or null: all epochs), got -5"),
+        ("method.mtp_weight=-1", "'method.mtp_weight' must be >= 0, got -1.0"),
+        ("optim.warmup_epochs=-1", "'optim.warmup_epochs' must be >= 0, got -1.0"),
+        ("train.max_minutes=-1", "'train.max_minutes' must be > 0 (or null: no time limit), got -1.0"),
+        ("model.decoder_layers=0", "'model.decoder_layers' must be >= 1, got 0"),
+        ("data.samples_per_id=0", "'data.samples_per_id' must be >= 1, got 0"),
+    ],
+)
+def test_bad_recipe_values_are_one_line_naming_the_key(override, message):
+    with pytest.raises(GadmsError) as info:
+        load_recipe("quickstart", [override])
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_empty_recipe_file_is_refused(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing here\n")
+    with pytest.raises(GadmsError, match=r"empty\.yaml: the recipe is empty; start from a shipped one"):
+        load_recipe(empty)
+
+
+def test_a_start_that_fails_leaves_no_run_folder(tmp_path):
+    recipe = load_recipe(QUICKSTART, tiny(tmp_path / "no-such-data", tmp_path, "train.max_steps=1"))
+    with pytest.raises(GadmsError):
+        train(recipe, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -82,14 +83,27 @@ def new_run_dir(recipe: Recipe) -> Path:
     return Path(recipe.train.output_dir) / f"{recipe.train.run_name}-{stamp}"
 
 
+def step_of(checkpoint: Path) -> int:
+    """N of a ``step-N`` folder."""
+    return int(checkpoint.name.split("-", 1)[1])
+
+
+def complete_checkpoints(checkpoints_dir: Path) -> list[Path]:
+    """The complete ``step-N`` folders under ``checkpoints_dir``, oldest first (incomplete ones are hidden temp names)."""
+    found = [p for p in checkpoints_dir.glob("step-*") if p.name.split("-", 1)[1].isdigit() and (p / STATE_FILE).is_file()]
+    return sorted(found, key=step_of)
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete ``checkpoints/step-N`` of a run (incomplete ones are hidden temp names)."""
-    steps = sorted(
-        (int(p.name.split("-", 1)[1]), p)
-        for p in (run_dir / "checkpoints").glob("step-*")
-        if p.name.split("-", 1)[1].isdigit() and (p / STATE_FILE).is_file()
-    )
-    return steps[-1][1] if steps else None
+    """The newest complete ``checkpoints/step-N`` of a run."""
+    steps = complete_checkpoints(run_dir / "checkpoints")
+    return steps[-1] if steps else None
+
+
+def _reason(error: BaseException) -> str:
+    """A one-line reason for an exception (its type and first line)."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:160]}" if text else type(error).__name__
 
 
 def resolve_resume(resume: str) -> tuple[Path, Path]:
@@ -196,7 +210,28 @@ class Trainer:
         return self.accelerator.unwrap_model(self.objective).model
 
     def _load_state(self, checkpoint: Path) -> None:
-        self.accelerator.load_state(str(checkpoint))
+        """Restore a full-state checkpoint; any unreadable part is one line naming it and an earlier checkpoint."""
+        from accelerate.utils import load as accelerate_load
+
+        acc = self.accelerator
+        earlier = [p for p in complete_checkpoints(checkpoint.parent) if step_of(p) < step_of(checkpoint)]
+        hint = f"resume from an earlier one: --resume {earlier[-1]}" if earlier else "no earlier checkpoint to fall back on"
+        saved_by = len(list(checkpoint.glob("random_states_*.pkl")))
+        if saved_by and saved_by != acc.num_processes and self.main:
+            print(
+                f"warning: {checkpoint} was saved by {saved_by} processes and is resumed with {acc.num_processes}: "
+                "training continues, but not exactly as an uninterrupted run (same process count for that)",
+                file=sys.stderr,
+            )
+        rng = checkpoint / f"random_states_{acc.process_index}.pkl"
+        try:
+            accelerate_load(rng)  # accelerate would skip an unreadable one with a log line only
+        except Exception as error:  # noqa: BLE001 - any failure means exact resume is lost
+            raise GadmsError(f"{rng}: unreadable ({_reason(error)}); exact resume needs it; {hint}") from None
+        try:
+            acc.load_state(str(checkpoint))
+        except Exception as error:  # noqa: BLE001 - refused pickles, truncated files, wrong shapes
+            raise GadmsError(f"{checkpoint}: cannot be restored ({_reason(error)}); {hint}") from None
         self.state = TrainerState(**json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8")))
         self.scheduler.load_state_dict(self.state.scheduler)
         table = checkpoint / TABLE_FILE
@@ -231,13 +266,21 @@ class Trainer:
         if self.main and tmp.exists():
             shutil.rmtree(tmp)
         acc.wait_for_everyone()
-        acc.save_state(str(tmp))
+        try:
+            acc.save_state(str(tmp))
+            if self.main:
+                table = acc.unwrap_model(self.objective).table_state()
+                if table:
+                    save_file(table, str(tmp / TABLE_FILE))
+                with atomic_write(tmp / STATE_FILE) as handle:
+                    json.dump(asdict(state), handle, indent=1)
+        except (OSError, RuntimeError) as error:  # disk full, quota, permissions (torch.save raises RuntimeError)
+            shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-written folder filling the disk
+            raise GadmsError(
+                f"{final}: could not write the checkpoint ({_reason(error)}); its temporary folder was removed. "
+                f"Last complete checkpoint: {latest_checkpoint(self.run_dir) or 'none yet'}; free disk space, then --resume {self.run_dir}"
+            ) from None
         if self.main:
-            table = acc.unwrap_model(self.objective).table_state()
-            if table:
-                save_file(table, str(tmp / TABLE_FILE))
-            with atomic_write(tmp / STATE_FILE) as handle:
-                json.dump(asdict(state), handle, indent=1)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -423,4 +466,14 @@ def train(
         if created and launch.is_main_process:  # a new run that could not start leaves nothing behind
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    return trainer.run(stop_after=stop_after)
+    try:
+        return trainer.run(stop_after=stop_after)
+    except KeyboardInterrupt:
+        if launch.is_main_process:
+            last = latest_checkpoint(run_dir)
+            print(
+                f"interrupted at step {trainer.state.step}; continue with: gadms pretrain {run_dir / 'recipe.yaml'} --resume {run_dir} "
+                f"(or finetune; from {last or 'the start: no checkpoint yet'})",
+                file=sys.stderr,
+            )
+        raise

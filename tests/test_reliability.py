@@ -114,3 +114,99 @@ def test_a_start_that_fails_leaves_no_run_folder(tmp_path):
     with pytest.raises(GadmsError):
         train(recipe, run_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+# --- checkpoints and resume ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finished_run(sketchpedes, tmp_path_factory):
+    """A 4-step run with full-state checkpoints at steps 2 and 4."""
+    out = tmp_path_factory.mktemp("finished")
+    AcceleratorState._reset_state(True)
+    recipe = load_recipe(QUICKSTART, tiny(sketchpedes, out, "train.max_steps=4", "train.checkpoint_every=2"))
+    train(recipe, run_dir=out / "run")
+    AcceleratorState._reset_state(True)
+    return out / "run"
+
+
+def copy_run(run: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    target = tmp_path / "run"
+    shutil.copytree(run, target)
+    return target
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_refused_pickle_in_optimizer_state_is_one_line(finished_run, tmp_path, capsys):
+    run = copy_run(finished_run, tmp_path)
+    torch.save({"state": Evil()}, run / "checkpoints" / "step-4" / "optimizer.bin")
+    with pytest.raises(GadmsError) as info:
+        train(resume=str(run))
+    message = str(info.value)
+    assert message.startswith(f"{run / 'checkpoints' / 'step-4'}: cannot be restored (UnpicklingError")
+    assert f"--resume {run / 'checkpoints' / 'step-2'}" in message and "\n" not in message
+    assert "this must never run" not in capsys.readouterr().out
+
+
+def test_unreadable_random_states_are_not_ignored(finished_run, tmp_path):
+    run = copy_run(finished_run, tmp_path)
+    (run / "checkpoints" / "step-4" / "random_states_0.pkl").write_bytes(b"\x00garbage")
+    with pytest.raises(GadmsError, match=r"random_states_0\.pkl: unreadable .*exact resume needs it; resume from an earlier one: --resume .*step-2"):
+        train(resume=str(run))
+
+
+def test_truncated_latest_checkpoint_names_the_intact_one(finished_run, tmp_path):
+    run = copy_run(finished_run, tmp_path)
+    weights = run / "checkpoints" / "step-4" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(GadmsError, match=r"step-4: cannot be restored .*--resume .*step-2$"):
+        train(resume=str(run))
+
+
+def test_resume_with_another_process_count_warns(finished_run, tmp_path, capsys):
+    import shutil
+
+    run = copy_run(finished_run, tmp_path)
+    step = run / "checkpoints" / "step-2"
+    shutil.copy(step / "random_states_0.pkl", step / "random_states_1.pkl")  # as a 2-process run saves it
+    train(resume=str(step), overrides=["train.max_steps=3"])
+    assert "was saved by 2 processes and is resumed with 1" in capsys.readouterr().err
+
+
+def test_run_folder_with_incomplete_best_and_last(finished_run, tmp_path):
+    from gadms_cli.model.checkpoint import resolve_checkpoint_dir
+
+    run = copy_run(finished_run, tmp_path)
+    (run / "best" / "config.json").unlink()
+    (run / "last" / "config.json").unlink()
+    with pytest.raises(GadmsError, match=r"best: incomplete checkpoint \(no config\.json\)"):
+        resolve_checkpoint_dir(run)
+
+
+def test_disk_full_while_checkpointing_leaves_no_temporary_folder(sketchpedes, tmp_path, monkeypatch):
+    from accelerate import Accelerator
+
+    original = Accelerator.save_state
+
+    def full_disk(self, output_dir=None, **kwargs):
+        if output_dir.endswith(".step-4.tmp"):
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
+            (Path(output_dir) / "model.safetensors").write_bytes(b"partial")
+            raise OSError(28, "No space left on device")
+        return original(self, output_dir, **kwargs)
+
+    monkeypatch.setattr(Accelerator, "save_state", full_disk)
+    recipe = load_recipe(QUICKSTART, tiny(sketchpedes, tmp_path, "train.max_steps=6", "train.checkpoint_every=2"))
+    run = tmp_path / "run"
+    with pytest.raises(GadmsError) as info:
+        train(recipe, run_dir=run)
+    message = str(info.value)
+    assert "No space left on device" in message and "temporary folder was removed" in message
+    assert f"Last complete checkpoint: {run / 'checkpoints' / 'step-2'}" in message and f"--resume {run}" in message
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-2"]

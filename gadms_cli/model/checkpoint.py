@@ -158,6 +158,14 @@ def resolve_checkpoint_dir(path: str | os.PathLike) -> Path:
             return path / candidate
     if not path.exists():
         raise GadmsError(f"checkpoint not found: {path}")
+    for candidate in ("best", "last", "checkpoints/best", "checkpoints/last"):
+        folder = path / candidate
+        if folder.is_dir():
+            missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (folder / name).is_file()]
+            raise GadmsError(
+                f"{folder}: incomplete checkpoint (no {' and no '.join(missing)}); the run was stopped while saving "
+                "it or the files were moved; pass another checkpoint folder"
+            )
     raise GadmsError(
         f"{path}: not a gadms checkpoint (no {CONFIG_FILE} + {WEIGHTS_FILE}, nor a run directory with best/ or last/)"
     )

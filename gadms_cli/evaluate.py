@@ -370,7 +370,7 @@ def evaluate_split(
         if unreadable:
             raise GadmsError(
                 f"{len(unreadable)} gallery images could not be read (first: {split.gallery_paths[unreadable[0]]}); "
-                "fix or remove them (gadms data inspect lists them)"
+                "fix or remove them (gadms data inspect --decode lists them), or pass --skip-missing"
             )
         text_feats = encode_texts(model, tokenize, split.queries, text_batch_size)
     finally:
@@ -414,7 +414,8 @@ def evaluate_benchmark(
     """Load the benchmark folder ``root`` and evaluate ``model`` on ``split``.
 
     Returns ``{"bench", "format", "root", "split", "R1", "R5", "R10", "mAP", "mINP", "queries",
-    "gallery"}`` (plus ``"ranking"``: per-query top-``ranking_k`` when asked). ``bench`` is
+    "gallery", "problems"}`` (``problems``: the benchmark's warnings, skipped images included; plus
+    ``"ranking"``: per-query top-``ranking_k`` when asked). ``bench`` is
     ``name`` if given, else the folder's name.
     """
     from pathlib import Path
@@ -423,7 +424,8 @@ def evaluate_benchmark(
     from gadms_cli.data.transforms import eval_transform
     from gadms_cli.model.tokenizer import Tokenizer
 
-    bench = load_benchmark(Path(root), skip_missing=skip_missing)
+    # Only the split in use is checked; with skip_missing its images are decoded, so damaged ones are skipped too.
+    bench = load_benchmark(Path(root), skip_missing=skip_missing, splits=[split], decode=skip_missing)
     if split not in bench.split_names:
         hint = " (ICFG-PEDES has no validation split)" if bench.format == "icfg-pedes" else ""
         raise GadmsError(
@@ -442,6 +444,7 @@ def evaluate_benchmark(
     )
     result = {"bench": name or bench.root.name, "format": bench.format, "root": str(bench.root), "split": split}
     result.update({key: metrics[key] for key in ("R1", "R5", "R10", "mAP", "mINP", "queries", "gallery")})
+    result["problems"] = list(bench.problems)
     if ranking_k > 0:
         scores, indices = top_k_ranking(metrics["similarity"], ranking_k)
         result["ranking"] = [

@@ -51,3 +51,18 @@ def atomic_write(target: str | os.PathLike, mode: str = "w", encoding: str | Non
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+
+
+def require_writable(path: str | os.PathLike, flag: str) -> None:
+    """Raise a one-line GadmsError naming ``flag`` unless a file can be written at ``path``
+    (checked BEFORE long work, so results are never computed only to be lost)."""
+    from gadms_cli.errors import GadmsError
+
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise GadmsError(f"{flag} {target}: is a folder; pass a file name")
+    if not folder.is_dir():
+        raise GadmsError(f"{flag} {target}: the folder {folder} does not exist; create it or pass another path")
+    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise GadmsError(f"{flag} {target}: not writable; pass a path you can write")

@@ -210,3 +210,109 @@ def test_disk_full_while_checkpointing_leaves_no_temporary_folder(sketchpedes, t
     assert "No space left on device" in message and "temporary folder was removed" in message
     assert f"Last complete checkpoint: {run / 'checkpoints' / 'step-2'}" in message and f"--resume {run}" in message
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-2"]
+
+
+# --- benchmarks and images --------------------------------------------------------------------
+
+
+def cuhk_folder(root: Path, records: list[dict], images: dict[str, bytes] | None = None) -> Path:
+    """A CUHK-PEDES-format folder written by hand: reid_raw.json + imgs/."""
+    import io
+    import json
+
+    from PIL import Image
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "reid_raw.json").write_text(json.dumps(records))
+    for record in records:
+        target = root / "imgs" / record["file_path"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if images and record["file_path"] in images:
+            target.write_bytes(images[record["file_path"]])
+        elif not target.exists():
+            buffer = io.BytesIO()
+            Image.new("RGB", (32, 96), (record["id"] * 40 % 255, 90, 160)).save(buffer, "JPEG")
+            target.write_bytes(buffer.getvalue())
+    return root
+
+
+def record(pid: int, name: str, split: str = "test", captions=None) -> dict:
+    captions = [f"a person in a red coat, photo {name}"] if captions is None else list(captions)
+    return {"id": pid, "file_path": name, "split": split, "captions": captions, "processed_tokens": []}
+
+
+def run_cli(*args: str):
+    from typer.testing import CliRunner
+
+    from gadms_cli.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def truncated_jpeg() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.effect_noise((64, 192), 60).convert("RGB").save(buffer, "JPEG", quality=95)
+    return buffer.getvalue()[:-2000]
+
+
+def test_truncated_jpeg_is_found_by_decoding_inspect_and_skipped_by_eval(tmp_path):
+    records = [record(1, "test/a.jpg"), record(1, "test/b.jpg"), record(2, "test/c.jpg"), record(2, "test/d.jpg")]
+    root = cuhk_folder(tmp_path / "bench", records, {"test/c.jpg": truncated_jpeg()})
+    assert "no problems found" in run_cli("data", "inspect", root).output  # the cheap check sees a JPEG signature
+    decoded = run_cli("data", "inspect", root, "--decode")
+    assert decoded.exit_code == 1 and "test/c.jpg (does not decode" in decoded.output
+    result = run_cli("eval", "--bench", root, "--model", "gadms-tiny", "--image-size", "96x32", "--skip-missing", "--workers", 0)
+    assert result.exit_code == 0, result.output
+    assert "skipped 1 of 4 images" in result.output and "test/c.jpg (does not decode" in result.output
+
+
+def test_eval_of_the_test_split_ignores_a_missing_train_image(tmp_path):
+    records = [record(1, "test/a.jpg"), record(2, "test/b.jpg"), record(3, "train/x.jpg", "train")]
+    root = cuhk_folder(tmp_path / "bench", records)
+    (root / "imgs" / "train" / "x.jpg").unlink()
+    result = run_cli("eval", "--bench", root, "--model", "gadms-tiny", "--image-size", "96x32", "--workers", 0)
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    ("records", "message"),
+    [
+        ([record(1, "train/a.jpg", "training")], "key 'split' is 'training'; it must be one of train, val, test"),
+        ([], "the annotation file holds no records"),
+        ([record(1, "test/a\x00.jpg")], "holds a NUL byte"),
+    ],
+)
+def test_bad_annotations_are_one_line(tmp_path, records, message):
+    import json
+
+    root = tmp_path / "bench"
+    root.mkdir()
+    (root / "reid_raw.json").write_text(json.dumps(records))
+    (root / "imgs").mkdir()
+    result = run_cli("data", "inspect", root)
+    assert result.exit_code == 1 and message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_record_without_captions_is_reported(tmp_path):
+    root = cuhk_folder(tmp_path / "bench", [record(1, "test/a.jpg", captions=()), record(2, "test/b.jpg")])
+    result = run_cli("data", "inspect", root)
+    assert "1 records have no caption at all (records 0)" in result.output and "no problems found" not in result.output
+
+
+def test_inspect_on_a_file_that_is_no_dataset(tmp_path):
+    other = tmp_path / "notes.txt"
+    other.write_text("hello")
+    result = run_cli("data", "inspect", other)
+    assert result.exit_code == 1 and "not a dataset file" in result.output and "no such file" not in result.output
+
+
+def test_eval_json_to_an_unwritable_place_fails_before_evaluating(tmp_path):
+    root = cuhk_folder(tmp_path / "bench", [record(1, "test/a.jpg"), record(2, "test/b.jpg")])
+    result = run_cli("eval", "--bench", root, "--model", "gadms-tiny", "--image-size", "96x32", "--json", tmp_path / "nope" / "r.json")
+    assert result.exit_code == 1 and "--json" in result.output and "does not exist" in result.output
+    assert "R@1" not in result.output  # nothing computed and then lost

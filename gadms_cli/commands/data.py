@@ -52,11 +52,12 @@ def inspect(
     skip_missing: bool = typer.Option(
         False, "--skip-missing", help="Skip missing or unreadable images (listed under problems) instead of failing."
     ),
+    decode: bool = typer.Option(False, "--decode", help="Decode every benchmark image whole (finds truncated files; slower)."),
 ) -> None:
     """Count identities, images and captions per split and list what looks wrong."""
     from gadms_cli.data.inspect import inspect_dataset
 
-    report = inspect_dataset(path, skip_missing=skip_missing)
+    report = inspect_dataset(path, skip_missing=skip_missing, decode=decode)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return

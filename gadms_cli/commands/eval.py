@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from gadms_cli.commands.common import cli_command, console
+from gadms_cli.commands.common import cli_command, console, err_console
 
 ALL = ("cuhk-pedes", "icfg-pedes", "rstpreid")
 
@@ -48,9 +48,12 @@ def eval_command(
 
     from gadms_cli.data.benchmarks import resolve_benchmark
     from gadms_cli.evaluate import evaluate_benchmark
-    from gadms_cli.fileio import atomic_write
+    from gadms_cli.fileio import atomic_write, require_writable
     from gadms_cli.model.resolve import load_model
 
+    for flag, target in (("--json", json_out), ("--save-ranking", save_ranking)):
+        if target:
+            require_writable(target, flag)
     names = list(ALL) if bench.strip().lower() == "all" else [bench]
     roots = [resolve_benchmark(name, data_root) for name in names]  # fail before loading a model
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -69,6 +72,9 @@ def eval_command(
     for r in results:
         table.add_row(r["bench"], *(f"{r[k]:.2f}" for k in ("R1", "R5", "R10", "mAP", "mINP")), str(r["queries"]), str(r["gallery"]))
     console.print(table)
+    for r in results:
+        for problem in r["problems"]:
+            err_console.print(f"warning: {r['bench']}: {problem}", markup=False, highlight=False, soft_wrap=True)
     rankings = [r.pop("ranking", None) for r in results]
     if json_out:
         with atomic_write(json_out) as handle:

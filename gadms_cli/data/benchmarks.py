@@ -28,12 +28,14 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from gadms_cli.data.records import EvalSplit, TrainSample
 from gadms_cli.errors import GadmsError
 from gadms_cli.progress import track
 
 FORMATS: tuple[str, ...] = ("cuhk-pedes", "icfg-pedes", "rstpreid")
+KNOWN_SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 ANNOTATION_FILES: dict[str, tuple[str, ...]] = {
     "cuhk-pedes": ("reid_raw.json",),
@@ -279,6 +281,8 @@ def path_escape_reason(relative: str) -> str | None:
     """Why ``relative`` (a path from an annotation file) would leave its base folder, or None if it stays inside."""
     if not relative:
         return "is empty"
+    if "\x00" in relative:
+        return "holds a NUL byte"
     if relative.startswith(("/", "\\")) or (len(relative) > 1 and relative[1] == ":"):
         return "is absolute"
     if ".." in relative and ".." in relative.replace("\\", "/").split("/"):
@@ -326,6 +330,8 @@ def _parse_records(data, path: Path, fmt: str) -> tuple[dict[str, list[Benchmark
             f"{path}: expected a JSON list of per-image records, found a JSON {type(data).__name__}; "
             f"download the file again from {DOWNLOAD_PAGES[fmt]}"
         )
+    if not data:
+        raise GadmsError(f"{path}: the annotation file holds no records (an empty list); download it again from {DOWNLOAD_PAGES[fmt]}")
     image_key = _IMAGE_KEY[fmt]
     required = ("split", "captions", image_key, "id")
     splits: dict[str, list[BenchmarkImage]] = {}
@@ -333,6 +339,7 @@ def _parse_records(data, path: Path, fmt: str) -> tuple[dict[str, list[Benchmark
     warnings: list[str] = []
     merged: list[int] = []
     empty_captions: list[int] = []
+    no_captions: list[int] = []
 
     for index, record in enumerate(data):
         if type(record) is not dict:
@@ -355,6 +362,8 @@ def _parse_records(data, path: Path, fmt: str) -> tuple[dict[str, list[Benchmark
                 raise _record_error(path, fmt, index, f"key 'id' is {raw_id!r}, not an integer")
         if type(split) is not str:
             raise _record_error(path, fmt, index, f"key 'split' is {split!r}, not a string")
+        if split not in KNOWN_SPLITS:
+            raise _record_error(path, fmt, index, f"key 'split' is {split!r}; it must be one of {', '.join(KNOWN_SPLITS)}")
         if type(captions) is not list or not all(type(caption) is str for caption in captions):
             raise _record_error(path, fmt, index, "key 'captions' is not a list of strings")
         if type(relative) is not str:
@@ -369,7 +378,9 @@ def _parse_records(data, path: Path, fmt: str) -> tuple[dict[str, list[Benchmark
             relative = relative.replace("\\", "/")
 
         kept = [caption.strip() for caption in captions]
-        if not all(kept):
+        if not kept:
+            no_captions.append(index)
+        elif not all(kept):
             empty_captions.append(index)
             kept = [caption for caption in kept if caption]
 
@@ -397,6 +408,11 @@ def _parse_records(data, path: Path, fmt: str) -> tuple[dict[str, list[Benchmark
         warnings.append(
             f"{path.name}: {len(empty_captions)} records have empty captions (records {_first(empty_captions)}); "
             f"the empty captions were dropped"
+        )
+    if no_captions:
+        warnings.append(
+            f"{path.name}: {len(no_captions)} records have no caption at all (records {_first(no_captions)}); "
+            "their images stay in the gallery but give no query"
         )
     warnings.extend(_caption_warnings(splits, path))
     return splits, warnings
@@ -442,13 +458,30 @@ def _caption_warnings(splits: dict[str, list[BenchmarkImage]], path: Path) -> li
     return warnings
 
 
-def image_problem(path: Path) -> str | None:
+def image_problem(path: Path, decode: bool = False) -> str | None:
     """Why the image file at ``path`` cannot be used ("missing", "empty file", ...), or None when it looks fine.
 
     Opens the file and checks its first bytes against the JPEG/PNG/GIF/BMP/TIFF/WebP
     signatures: cheap (no decoding) and catches missing files, permission errors,
-    zero-byte files and HTML error pages saved under an image name.
+    zero-byte files and HTML error pages saved under an image name. ``decode=True`` also
+    decodes the whole image (slow), which finds truncated files and images too large to open.
     """
+    reason = _signature_problem(path)
+    if reason is not None or not decode:
+        return reason
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except Image.DecompressionBombError:
+        return "image too large (over Pillow's decompression-bomb limit)"
+    except (OSError, ValueError, SyntaxError) as error:
+        return f"does not decode ({str(error)[:80]})"
+    return None
+
+
+def _signature_problem(path: Path) -> str | None:
     try:
         with open(path, "rb") as handle:
             head = handle.read(16)
@@ -467,18 +500,20 @@ def image_problem(path: Path) -> str | None:
     return "not an image file"
 
 
-def _check_images(bench: Benchmark, skip_missing: bool) -> None:
-    """The image pass: find bad image files; raise, or drop them and record them when ``skip_missing``."""
+def _check_images(bench: Benchmark, skip_missing: bool, splits: Sequence[str] | None = None, decode: bool = False) -> None:
+    """The image pass over ``splits`` (default all): find bad image files; raise, or drop them and
+    record them when ``skip_missing``. ``decode``: decode every image (see :func:`image_problem`)."""
     if not bench.image_dir.is_dir():
         raise GadmsError(
             f"{bench.image_dir}: no image folder; unpack the {BENCHMARK_DIRS[bench.format]} images there "
             f"(beside {bench.annotation_file.name}) from {DOWNLOAD_PAGES[bench.format]}"
         )
-    total = sum(len(images) for images in bench.images_by_split.values())
+    checked = {split: images for split, images in bench.images_by_split.items() if splits is None or split in splits}
+    total = sum(len(images) for images in checked.values())
     bad: list[tuple[str, str, str]] = []  # (split, relative path, reason)
-    all_images = ((split, image) for split, images in bench.images_by_split.items() for image in images)
-    for split, image in track(all_images, "checking images", total=total):
-        reason = image_problem(bench.image_dir / image.relative_path)
+    all_images = ((split, image) for split, images in checked.items() for image in images)
+    for split, image in track(all_images, "decoding images" if decode else "checking images", total=total):
+        reason = image_problem(bench.image_dir / image.relative_path, decode)
         if reason is not None:
             bad.append((split, image.relative_path, reason))
     if not bad:
@@ -499,25 +534,33 @@ def _check_images(bench: Benchmark, skip_missing: bool) -> None:
     )
 
 
-def load_benchmark(root: Path, *, skip_missing: bool = False, check_images: bool = True) -> Benchmark:
+def load_benchmark(
+    root: Path,
+    *,
+    skip_missing: bool = False,
+    check_images: bool = True,
+    splits: Sequence[str] | None = None,
+    decode: bool = False,
+) -> Benchmark:
     """Read the benchmark in ``root`` (the folder holding the annotation file and ``imgs/``).
 
-    ``check_images`` runs the image pass (open each image, check its signature); bad images
+    ``check_images`` runs the image pass (open each image, check its signature; with
+    ``decode``, decode it whole) over the images of ``splits`` (default: all); bad images
     raise a GadmsError listing the first few, or are dropped (with their captions) and
     listed in ``problems`` / ``skipped_images`` when ``skip_missing``.
     """
     root = Path(os.path.abspath(Path(root).expanduser()))
     fmt, annotation_file = _annotation_of(root)
     with _gc_paused():
-        splits, warnings = _parse_records(_read_json(annotation_file, fmt), annotation_file, fmt)
+        images_by_split, warnings = _parse_records(_read_json(annotation_file, fmt), annotation_file, fmt)
     bench = Benchmark(
         format=fmt,
         root=root,
         annotation_file=annotation_file,
         image_dir=root / IMAGE_DIR,
-        images_by_split=splits,
+        images_by_split=images_by_split,
         problems=warnings,
     )
     if check_images:
-        _check_images(bench, skip_missing)
+        _check_images(bench, skip_missing, splits, decode)
     return bench

@@ -41,15 +41,16 @@ from gadms_cli.progress import track
 _LISTED = 3
 
 
-def inspect_dataset(path: Path, skip_missing: bool = False) -> dict:
+def inspect_dataset(path: Path, skip_missing: bool = False, decode: bool = False) -> dict:
     """Summarise the dataset at ``path`` (a folder, a ``.parquet`` file or a GA-DMS ``.json``).
 
     Missing or unreadable images raise a GadmsError unless ``skip_missing``, in which case
-    they are left out of the counts and listed in ``problems``.
+    they are left out of the counts and listed in ``problems``. ``decode``: decode every
+    benchmark image whole (finds truncated files; slow), not only its first bytes.
     """
     path = Path(os.path.abspath(Path(path).expanduser()))
     if path.is_dir() and is_benchmark_folder(path):
-        bench = load_benchmark(path, skip_missing=skip_missing, check_images=True)
+        bench = load_benchmark(path, skip_missing=skip_missing, check_images=True, decode=decode)
         return {"format": bench.format, "root": str(bench.root), "splits": bench.stats(), "problems": bench.problems}
     if path.is_file() and path.suffix == ".parquet":
         return _inspect_parquet(path.parent, [path])
@@ -67,6 +68,11 @@ def inspect_dataset(path: Path, skip_missing: bool = False) -> dict:
             f"ICFG_PEDES.json (ICFG-PEDES), data_captions.json (RSTPReid), data/*.parquet or *.parquet "
             f"(WebPerson) and a GA-DMS *.json beside {JSON_IMAGE_DIR}/"
             + _nested_hint(path)
+        )
+    if path.exists():
+        raise GadmsError(
+            f"{path}: not a dataset file; pass a dataset folder (the one holding reid_raw.json, ICFG-PEDES.json, "
+            "data_captions.json or data/*.parquet), a .parquet or a GA-DMS .json"
         )
     raise GadmsError(f"{path}: no such file or folder")
 

@@ -18,6 +18,7 @@ exactly the augmented images an uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import sys
 from typing import Callable, Sequence
 
 import torch
@@ -57,7 +58,10 @@ class CaptionedImageDataset(Dataset):
         sample = self.samples[index]
         try:
             image = load_rgb(sample.image_path)
-        except (OSError, UnidentifiedImageError, ValueError):
+        except (OSError, UnidentifiedImageError, ValueError) as error:
+            # Named here (DataLoader workers share stderr); the collate step replaces and counts it.
+            print(f"warning: unreadable image replaced in its batch: {sample.image_path} ({type(error).__name__}: {error})",
+                  file=sys.stderr, flush=True)
             return None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)

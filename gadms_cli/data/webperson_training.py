@@ -49,6 +49,7 @@ files when their number divides evenly, and files differ in size).
 from __future__ import annotations
 
 import copy
+import sys
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -267,7 +268,10 @@ def decode(record: WebPersonRecord):
 
     try:
         return record.open_image()
-    except (GadmsError, OSError, ValueError, Image.DecompressionBombError):
+    except (GadmsError, OSError, ValueError, Image.DecompressionBombError) as error:
+        where = record.image_file or record.image_path
+        print(f"warning: unreadable image replaced in its batch: {record.source}: {where!s:.200} ({type(error).__name__})",
+              file=sys.stderr, flush=True)
         return None
 
 

@@ -8,6 +8,7 @@ any module with ``encode_image(images [B,3,H,W]) -> [B,D]`` and
 from __future__ import annotations
 
 import contextlib
+import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -37,6 +38,9 @@ class _ImageFiles(Dataset):
     def __getitem__(self, index: int):
         try:
             return index, self.transform(load_rgb(self.paths[index]))
+        except Image.DecompressionBombError as error:  # say why: it is not damaged, only too large
+            print(f"warning: {self.paths[index]}: image too large, skipped ({error})", file=sys.stderr, flush=True)
+            return index, None
         except _UNDECODABLE:
             return index, None
 

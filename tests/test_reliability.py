@@ -316,3 +316,69 @@ def test_eval_json_to_an_unwritable_place_fails_before_evaluating(tmp_path):
     result = run_cli("eval", "--bench", root, "--model", "gadms-tiny", "--image-size", "96x32", "--json", tmp_path / "nope" / "r.json")
     assert result.exit_code == 1 and "--json" in result.output and "does not exist" in result.output
     assert "R@1" not in result.output  # nothing computed and then lost
+
+
+# --- retrieval ----------------------------------------------------------------------------------
+
+
+def test_empty_gallery_is_an_error_and_leaves_no_index_folder(tmp_path):
+    gallery = tmp_path / "photos"
+    gallery.mkdir()
+    (gallery / "notes.txt").write_text("no pictures here")
+    result = run_cli("retrieve", "a man", "--gallery", gallery, "--model", "gadms-tiny", "--image-size", "96x32", "--workers", 0)
+    assert result.exit_code == 1 and "no image files in it" in result.output
+    assert sorted(p.name for p in gallery.iterdir()) == ["notes.txt"]
+
+
+def test_all_corrupt_gallery_exits_non_zero(tmp_path):
+    gallery = tmp_path / "photos"
+    gallery.mkdir()
+    (gallery / "a.jpg").write_bytes(b"<html>not a picture</html>")
+    result = run_cli("retrieve", "a man", "--gallery", gallery, "--model", "gadms-tiny", "--image-size", "96x32", "--workers", 0)
+    assert result.exit_code == 1 and "no readable image (1 unreadable)" in result.output
+
+
+def test_escape_sequences_in_file_names_never_reach_the_terminal(tmp_path):
+    from PIL import Image
+
+    gallery = tmp_path / "photos"
+    gallery.mkdir()
+    Image.new("RGB", (32, 96), (200, 30, 30)).save(gallery / "red\x1b[2Jx.jpg")
+    result = run_cli("retrieve", "a man", "--gallery", gallery, "--model", "gadms-tiny", "--image-size", "96x32", "--workers", 0)
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "red\\x1b[2Jx.jpg" in result.output
+
+
+def test_waiting_for_the_index_lock_is_said(tmp_path, capsys):
+    import fcntl
+    import threading
+    import time
+
+    from gadms_cli.retrieve.gallery_index import _exclusive_lock
+
+    folder = tmp_path / "index"
+    folder.mkdir()
+    holder = open(folder / ".lock", "a+b")
+    fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+    threading.Timer(0.3, lambda: fcntl.flock(holder.fileno(), fcntl.LOCK_UN)).start()
+    started = time.monotonic()
+    with _exclusive_lock(folder):
+        waited = time.monotonic() - started
+    holder.close()
+    assert waited >= 0.25
+    assert f"waiting for another gadms process that is updating the index in {folder}" in capsys.readouterr().err
+
+
+def test_too_large_image_says_so(tmp_path, capfd):
+    from PIL import Image
+
+    from gadms_cli.encode import _ImageFiles
+
+    Image.new("RGB", (64, 64)).save(tmp_path / "big.png")
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = 1000  # 64 x 64 = 4096 > 2 x 1000: over the decompression-bomb limit
+    try:
+        index, pixels = _ImageFiles([tmp_path / "big.png"], lambda image: image)[0]
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+    assert pixels is None and "big.png: image too large, skipped" in capfd.readouterr().err

@@ -57,7 +57,7 @@ def retrieve(
     from gadms_cli.commands.eval import parse_image_size
     from gadms_cli.errors import GadmsError
     from gadms_cli.retrieve.explain import ATTRIBUTIONS
-    from gadms_cli.retrieve.report import explanation_text, results_payload, results_table, write_html, write_json
+    from gadms_cli.retrieve.report import explanation_text, printable, results_payload, results_table, write_html, write_json
     from gadms_cli.retrieve.retriever import Retriever
     from gadms_cli.retrieve.search import BACKENDS
 
@@ -89,7 +89,7 @@ def retrieve(
     for warning in report.warnings:
         err_console.print(f"warning: {warning}", highlight=False, markup=False)
     if report.unreadable:
-        shown = ", ".join(report.unreadable[:_SHOWN_UNREADABLE])
+        shown = ", ".join(printable(path) for path in report.unreadable[:_SHOWN_UNREADABLE])
         more = f" and {len(report.unreadable) - _SHOWN_UNREADABLE} more" if len(report.unreadable) > _SHOWN_UNREADABLE else ""
         where = " (all listed in --json)" if json_out else ""
         err_console.print(
@@ -102,7 +102,7 @@ def retrieve(
         markup=False,
     )
     if report.images == 0:
-        err_console.print(f"warning: no readable image in {gallery}", highlight=False, markup=False)
+        raise GadmsError(f"--gallery {gallery}: no readable image ({len(report.unreadable):,} unreadable); nothing to search")
 
     results = retriever.search_texts(texts, top_k, explain=explain, attribution=attribution) if texts else []
     if image is not None:

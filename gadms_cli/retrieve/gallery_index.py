@@ -43,6 +43,7 @@ import hashlib
 import json
 import os
 import secrets
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -67,7 +68,7 @@ FORMAT = "gadms-gallery-index"
 FORMAT_VERSION = 1
 FINGERPRINT_DIGITS = 16  # folder name length: 64 bits tell models apart; the full hash is checked in index.json
 DEFAULT_SAVE_INTERVAL_S = 300.0
-FIRST_CHUNK_BATCHES = 32  # files in the first encoding chunk, in batches; later chunks last about CHUNK_SECONDS
+FIRST_CHUNK_BATCHES = 4  # files in the first encoding chunk, in batches (small, so an early Ctrl-C keeps work); later chunks last about CHUNK_SECONDS
 CHUNK_SECONDS = 60.0
 _NO_IMAGE_READ = "no image could be read"  # encode_images' message when a whole call fails to decode
 
@@ -192,7 +193,11 @@ def _exclusive_lock(directory: Path) -> Iterator[None]:
         yield
         return
     with open(directory / LOCK_FILE, "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another gadms process that is updating the index in {directory} ...", file=sys.stderr, flush=True)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -340,6 +345,9 @@ def update_index(
         raise GadmsError(f"--gallery {gallery}: not a folder")
     root = root.resolve()
     directory = index_directory(root, fingerprint, index_root)
+    created = not directory.exists()
+    if created and not find_images(root):  # an empty folder gets no index folder either
+        raise GadmsError(f"--gallery {gallery}: no image files in it (looked for {', '.join(IMAGE_SUFFIXES)}, hidden files skipped)")
     try:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / LOCK_FILE).touch()

@@ -41,16 +41,22 @@ def heat_rgb(score: float) -> tuple[int, int, int]:
 # --- terminal ---------------------------------------------------------------------------
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters (terminal escape sequences included) shown as ``\\xNN``:
+    a file name can hold anything, and the terminal must not execute it."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
+
+
 def results_table(result: QueryResult) -> Table:
     """A rich table (rank, score, path) of one query's hits; every cell is plain text (no markup)."""
     title = Text(f"{result.kind} query: ", style="bold")
-    title.append(result.query)
+    title.append(printable(result.query))
     table = Table(title=title, title_justify="left")
     table.add_column("rank", justify="right")
     table.add_column("score", justify="right")
     table.add_column("path", overflow="fold")
     for hit in result.hits:
-        table.add_row(str(hit.rank), f"{hit.score:.4f}", Text(str(hit.path)))
+        table.add_row(str(hit.rank), f"{hit.score:.4f}", Text(printable(hit.path)))
     return table
 
 

@@ -22,6 +22,7 @@ small RNG file per process).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -181,6 +182,7 @@ class Trainer:
         set_seed(recipe.train.seed)
         with accelerator.main_process_first():  # the main process downloads weights first
             model = create_person_clip(recipe.model, with_mtp=uses_mtp(recipe.method), num_classes=None)
+        self._record_real_model(model)
         self.tokenize = Tokenizer(model.config.context_length)
         self.eval_transform = eval_transform(tuple(model.config.image_size))
         self.data = build_train_data(recipe, accelerator, self.tokenize, tuple(model.config.image_size))
@@ -203,6 +205,23 @@ class Trainer:
             accelerator.init_trackers("tensorboard")
 
     # --- pieces -------------------------------------------------------------------
+
+    def _record_real_model(self, model) -> None:
+        """When ``model.pretrained`` is a checkpoint of another architecture (or decoder depth), that
+        checkpoint's model is what trains: say so, and save its values in recipe.yaml."""
+        wanted = self.recipe.model
+        real = {"arch": model.config.arch}
+        if model.mtp is not None:
+            real["decoder_layers"] = model.config.decoder_layers
+        changed = {key: value for key, value in real.items() if getattr(wanted, key) != value}
+        if not changed or not wanted.pretrained:
+            return
+        self.recipe = dataclasses.replace(self.recipe, model=dataclasses.replace(wanted, **changed))
+        if self.main:
+            said = ", ".join(f"model.{key} {getattr(wanted, key)!r} -> {value!r}" for key, value in changed.items())
+            print(f"notice: model.pretrained {wanted.pretrained} sets {said}; recipe.yaml records the values trained", file=sys.stderr)
+            with atomic_write(self.run_dir / "recipe.yaml") as handle:
+                handle.write(dump_recipe(self.recipe))
 
     @property
     def model(self):

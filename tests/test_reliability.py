@@ -382,3 +382,44 @@ def test_too_large_image_says_so(tmp_path, capfd):
     finally:
         Image.MAX_IMAGE_PIXELS = old
     assert pixels is None and "big.png: image too large, skipped" in capfd.readouterr().err
+
+
+def test_pretrained_checkpoint_of_another_arch_is_said_and_recorded(finished_run, sketchpedes, tmp_path, capsys):
+    import yaml
+
+    recipe = load_recipe(QUICKSTART, tiny(sketchpedes, tmp_path, "train.max_steps=1", "model.arch=gadms-small",
+                                          f"model.pretrained={finished_run / 'last'}"))
+    result = train(recipe, run_dir=tmp_path / "run")
+    assert result.model.config.arch == "gadms-tiny"
+    assert "notice: model.pretrained" in capsys.readouterr().err
+    saved = yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())
+    assert saved["model"]["arch"] == "gadms-tiny"
+
+
+def test_interrupt_prints_the_resume_command(sketchpedes, tmp_path, monkeypatch, capsys):
+    original = Trainer.optimizer_step
+
+    def interrupted(self, micro):
+        if self.state.step == 2:
+            raise KeyboardInterrupt
+        return original(self, micro)
+
+    monkeypatch.setattr(Trainer, "optimizer_step", interrupted)
+    recipe = load_recipe(QUICKSTART, tiny(sketchpedes, tmp_path, "train.max_steps=6", "train.checkpoint_every=1"))
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, run_dir=run)
+    err = capsys.readouterr().err
+    assert f"interrupted at step 2; continue with: gadms pretrain {run / 'recipe.yaml'} --resume {run}" in err
+    assert f"from {run / 'checkpoints' / 'step-2'}" in err
+
+
+def test_an_unreadable_training_image_is_named(tmp_path, capfd):
+    from gadms_cli.data.records import TrainSample
+    from gadms_cli.data.train_dataset import CaptionedImageDataset
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really")
+    dataset = CaptionedImageDataset([TrainSample(pid=0, raw_pid=7, image_index=0, image_path=broken, caption="a man")], transform=lambda image: image, tokenize=lambda texts: texts)
+    assert dataset[0] is None
+    assert f"unreadable image replaced in its batch: {broken}" in capfd.readouterr().err

@@ -1,10 +1,19 @@
-"""Optimiser parameter groups and the learning-rate schedule (METHOD.md "Training recipes").
+"""Optimiser parameter groups and the learning-rate schedule (docs/method.md "Optimisation").
 
-Parameter groups follow IRRA, which the GA-DMS recipes reuse:
-- new modules (the MTP decoder and the identity classifier) get ``lr * new_module_lr_mult``;
-- biases (only biases, as IRRA; LayerNorm gains are ordinary weights) get
-  ``lr * bias_lr_mult`` and ``bias_weight_decay``;
-- everything else gets ``lr`` and ``weight_decay``.
+``optim.groups: irra`` (the default) applies IRRA's rules, in IRRA's order, to each
+parameter name (``lr``, ``wd``: the recipe's ``optim.lr`` and ``optim.weight_decay``):
+
+1. every parameter: ``lr``, ``wd``;
+2. a name containing ``cross`` (the MTP decoder's cross-attention and transformer):
+   ``lr * new_module_lr_mult``;
+3. a name containing ``bias`` (so also the attention ``in_proj_bias``): ``lr * bias_lr_mult``
+   and ``bias_weight_decay``, REPLACING rule 2's lr (a cross-attention bias gets 2x, not 10x);
+4. a name containing ``classifier`` or ``mlm_head``: ``lr * new_module_lr_mult`` (its bias
+   keeps rule 3's decay).
+
+The decoder's LayerNorms (``ln_pre_t``, ``ln_pre_i``, ``ln_post``) match no rule and get ``lr``,
+as in IRRA. ``optim.groups: uniform`` gives every parameter ``lr`` and ``wd``: the public GA-DMS
+pretraining script (weight decay 4e-5).
 
 The schedule is per optimiser step: linear warm-up from ``warmup_start_factor * lr`` to
 ``lr`` over the warm-up steps, then a cosine from ``lr`` down to ``min_lr``.
@@ -19,26 +28,31 @@ from torch import nn
 
 from gadms_cli.recipe import OptimRecipe
 
-NEW_MODULE_PREFIXES = ("mtp.", "classifier.")
+
+def parameter_lr_and_decay(name: str, optim: OptimRecipe) -> tuple[float, float]:
+    """(learning rate, weight decay) of the parameter called ``name`` (see the module docstring)."""
+    lr, decay = optim.lr, optim.weight_decay
+    if optim.groups == "uniform":
+        return lr, decay
+    if "cross" in name:
+        lr = optim.lr * optim.new_module_lr_mult
+    if "bias" in name:
+        lr, decay = optim.lr * optim.bias_lr_mult, optim.bias_weight_decay
+    if "classifier" in name or "mlm_head" in name:
+        lr = optim.lr * optim.new_module_lr_mult
+    return lr, decay
 
 
-def param_groups(model: nn.Module, optim: OptimRecipe, new_module_prefixes: tuple[str, ...] = NEW_MODULE_PREFIXES) -> list[dict]:
+def param_groups(model: nn.Module, optim: OptimRecipe) -> list[dict]:
     """Split trainable parameters into groups with their own lr and weight decay.
 
-    Groups with the same (lr, weight decay) are merged, so there are at most four.
-    Each group carries ``base_lr`` (its peak learning rate) for the scheduler.
+    Groups with the same (lr, weight decay) are merged. Each group carries ``base_lr``
+    (its peak learning rate) for the scheduler.
     """
     buckets: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        lr, decay = optim.lr, optim.weight_decay
-        if name.startswith(new_module_prefixes):
-            lr = optim.lr * optim.new_module_lr_mult
-        if name.endswith(".bias"):
-            lr = lr * optim.bias_lr_mult
-            decay = optim.bias_weight_decay
-        buckets.setdefault((lr, decay), []).append(param)
+        if param.requires_grad:
+            buckets.setdefault(parameter_lr_and_decay(name, optim), []).append(param)
     return [
         {"params": params, "lr": lr, "base_lr": lr, "weight_decay": decay}
         for (lr, decay), params in sorted(buckets.items())

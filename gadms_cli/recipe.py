@@ -89,6 +89,10 @@ class MethodRecipe:
     informative_lambda: float = 20.0
     informative_gamma: float = 0.1
     mlm_probability: float = 0.15  # irra's uniform masking
+    # A caption whose masking drew no token: "sample" one (MTP/MLM only, in proportion to the
+    # probabilities), force the "first" word as [MASK] (IRRA's MLM; the public GA-DMS code, in
+    # BOTH maskings), or "none".
+    forced_token: Literal["sample", "first", "none"] = "sample"
     id_loss: bool = False
 
 
@@ -99,6 +103,7 @@ class OptimRecipe:
     weight_decay: float = 4e-5
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
+    groups: Literal["irra", "uniform"] = "irra"  # irra: IRRA's per-name rules; uniform: one lr and decay (public GA-DMS pretraining)
     new_module_lr_mult: float = 5.0  # decoder and classifier (IRRA)
     bias_lr_mult: float = 2.0
     bias_weight_decay: float = 0.0

@@ -189,3 +189,21 @@ def test_random_mask_rate_and_no_forced_token():
     assert abs(rate - 0.15) <= 5 * math.sqrt(0.15 * 0.85 / 200_000)
     empty = random_mask(captions(10, content=5, context=10), p=0.0)
     assert not empty.selected.any() and torch.all(empty.labels == -100)
+
+
+def test_irra_forcing_masks_the_first_word_of_a_caption_that_drew_nothing():
+    """IRRA's rule, written out: with probability 0 nothing is drawn, so position 1 of every caption
+    with content becomes [MASK] with its label; captions without content are left alone."""
+    from gadms_cli.gadms.masking import random_mask
+    from gadms_cli.model.tokenizer import EOT_ID, MASK_ID, SOT_ID
+
+    tokens = torch.tensor([[SOT_ID, 320, 1929, 530, EOT_ID, 0], [SOT_ID, EOT_ID, 0, 0, 0, 0]])
+    out = random_mask(tokens, p=0.0, at_least_one=True, force_first=True, generator=torch.Generator().manual_seed(0))
+    assert out.tokens.tolist() == [[SOT_ID, MASK_ID, 1929, 530, EOT_ID, 0], [SOT_ID, EOT_ID, 0, 0, 0, 0]]
+    assert out.labels.tolist() == [[-100, 320, -100, -100, -100, -100], [-100] * 6]
+    # four content words at p = 0.15: without forcing 0.85^4 = 52% of captions stay unmasked; with it none
+    many = torch.tensor([[SOT_ID, 320, 1929, 530, 2308, EOT_ID]] * 4000)
+    free = random_mask(many, p=0.15, generator=torch.Generator().manual_seed(1))
+    forced = random_mask(many, p=0.15, at_least_one=True, force_first=True, generator=torch.Generator().manual_seed(1))
+    assert abs((~free.selected.any(1)).float().mean().item() - 0.85**4) < 0.03
+    assert forced.selected.any(1).all()

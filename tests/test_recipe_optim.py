@@ -96,16 +96,42 @@ class _Toy(nn.Module):
         self.classifier = nn.Linear(3, 2, bias=False)
 
 
-def test_param_groups_follow_irra_multipliers():
+def test_param_groups_follow_irra_rule_order_on_vit_b_16_names():
+    """Every parameter of a ViT-B-16 PersonCLIP with IRRA's decoder and a classifier, against a table of
+    IRRA's rules written out here (lr 1e-5, wd 4e-5, new modules x5, biases x2 without decay)."""
+    from gadms_cli.model.factory import create_person_clip
+
+    model = create_person_clip(arch="ViT-B-16", pretrained=None, with_mtp=True, num_classes=11003)
     optim = OptimRecipe(lr=1e-5, weight_decay=4e-5, new_module_lr_mult=5, bias_lr_mult=2, bias_weight_decay=0)
-    toy = _Toy()
-    groups = {(round(g["lr"], 12), g["weight_decay"]): len(g["params"]) for g in param_groups(toy, optim)}
-    assert groups == {
-        (1e-5, 4e-5): 1,  # clip.weight
-        (2e-5, 0.0): 1,  # clip.bias
-        (5e-5, 4e-5): 2,  # mtp.weight, classifier.weight
-        (1e-4, 0.0): 1,  # mtp.bias: new module x5 and bias x2
+    lr_of = {id(p): (g["lr"], g["weight_decay"]) for g in param_groups(model, optim) for p in g["params"]}
+    table = {  # name pattern -> (lr, weight decay)
+        "clip.visual.conv1.weight": (1e-5, 4e-5),
+        "clip.positional_embedding": (1e-5, 4e-5),
+        "clip.visual.transformer.resblocks.0.attn.in_proj_bias": (2e-5, 0.0),
+        "clip.transformer.resblocks.11.attn.in_proj_bias": (2e-5, 0.0),
+        "clip.visual.transformer.resblocks.0.ln_1.weight": (1e-5, 4e-5),
+        "clip.visual.transformer.resblocks.0.ln_1.bias": (2e-5, 0.0),
+        "mtp.cross_attn.in_proj_weight": (5e-5, 4e-5),
+        "mtp.cross_attn.in_proj_bias": (2e-5, 0.0),
+        "mtp.cross_modal_transformer.resblocks.3.mlp.c_fc.weight": (5e-5, 4e-5),
+        "mtp.cross_modal_transformer.resblocks.3.mlp.c_fc.bias": (2e-5, 0.0),
+        "mtp.ln_pre_t.weight": (1e-5, 4e-5),
+        "mtp.ln_post.bias": (2e-5, 0.0),
+        "classifier.weight": (5e-5, 4e-5),
+        "classifier.bias": (5e-5, 0.0),
     }
+    named = dict(model.named_parameters())
+    for name, want in table.items():
+        assert lr_of[id(named[name])] == pytest.approx(want), name
+    head = [n for n in named if n.startswith("mtp.mlm_head.")]
+    assert head and all(lr_of[id(named[n])] == pytest.approx((5e-5, 0.0 if "bias" in n else 4e-5)) for n in head)
+    in_proj_biases = [n for n in named if n.endswith("in_proj_bias")]
+    assert len(in_proj_biases) == 29  # 12 + 12 CLIP blocks, the cross-attention, 4 decoder blocks
+    assert all(lr_of[id(named[n])] == pytest.approx((2e-5, 0.0)) for n in in_proj_biases)
+    uniform = OptimRecipe(lr=1e-5, weight_decay=4e-5, groups="uniform", new_module_lr_mult=5, bias_lr_mult=2)
+    assert [(g["lr"], g["weight_decay"], len(g["params"])) for g in param_groups(model, uniform)] == [
+        (1e-5, 4e-5, sum(p.requires_grad for p in named.values()))
+    ]
 
 
 def test_scheduler_steps_follow_lr_factor():

@@ -221,6 +221,15 @@ def _uniform_regular_ids(
 # ---------------------------------------------------------------------------
 
 
+def force_first_token(selected: Tensor, maskable: Tensor) -> Tensor:
+    """IRRA's (and the public GA-DMS code's) rule for a caption that drew no token: select
+    position 1, the first word. Returns the ``[B, T]`` bool mask of the forced positions."""
+    forced = torch.zeros_like(selected)
+    needs_one = maskable.any(dim=1) & ~selected.any(dim=1)
+    forced[:, 1] = needs_one
+    return forced
+
+
 def _mask_with(
     tokens: Tensor,
     prob: Tensor,
@@ -228,12 +237,16 @@ def _mask_with(
     at_least_one: bool,
     mask_id: int,
     vocab_size: int,
+    force_first: bool = False,
 ) -> MaskedCaptions:
     maskable = maskable_positions(tokens, mask_id=mask_id)
-    selected = sample_mask(prob, maskable, generator=generator, at_least_one=at_least_one)
+    selected = sample_mask(prob, maskable, generator=generator, at_least_one=at_least_one and not force_first)
+    forced = force_first_token(selected, maskable) if at_least_one and force_first else torch.zeros_like(selected)
+    selected = selected | forced
     masked, labels = apply_bert_replacement(
         tokens, selected, mask_id=mask_id, vocab_size=vocab_size, generator=generator
     )
+    masked = torch.where(forced, torch.full_like(masked, mask_id), masked)  # the forced token is always [MASK]
     return MaskedCaptions(tokens=masked, labels=labels, selected=selected)
 
 
@@ -247,8 +260,12 @@ def noise_mask(
     at_least_one: bool = False,
     mask_id: int = MASK_ID,
     vocab_size: int = VOCAB_SIZE,
+    force_first: bool = False,
 ) -> MaskedCaptions:
     """Noise masking for the alignment loss: mask likely-noisy (low-score) tokens.
+
+    ``at_least_one`` with ``force_first`` is the public code's rule (a caption that drew
+    nothing loses its first word); see :func:`force_first_token`.
 
     Args:
         tokens: ``[B, T]`` int64 clean captions.
@@ -257,7 +274,7 @@ def noise_mask(
         :class:`MaskedCaptions`; ``tokens`` go to the text encoder for SDM.
     """
     prob = noise_mask_probability(scores, alpha=alpha, lam=lam, gamma=gamma)
-    return _mask_with(tokens, prob, generator, at_least_one, mask_id, vocab_size)
+    return _mask_with(tokens, prob, generator, at_least_one, mask_id, vocab_size, force_first)
 
 
 def informative_mask(
@@ -270,10 +287,12 @@ def informative_mask(
     at_least_one: bool = True,
     mask_id: int = MASK_ID,
     vocab_size: int = VOCAB_SIZE,
+    force_first: bool = False,
 ) -> MaskedCaptions:
     """Informative masking for MTP: mask likely-informative (high-score) tokens.
 
-    At least one token per caption is selected by default (MTP needs one).
+    At least one token per caption is selected by default (MTP needs one): sampled in
+    proportion to the probabilities, or with ``force_first`` the first word (public code).
 
     Args:
         tokens: ``[B, T]`` int64 clean captions.
@@ -282,7 +301,7 @@ def informative_mask(
         :class:`MaskedCaptions`; ``tokens`` go to the MTP decoder, ``labels`` to :func:`mtp_loss`.
     """
     prob = informative_mask_probability(scores, alpha=alpha, lam=lam, gamma=gamma)
-    return _mask_with(tokens, prob, generator, at_least_one, mask_id, vocab_size)
+    return _mask_with(tokens, prob, generator, at_least_one, mask_id, vocab_size, force_first)
 
 
 def random_mask(
@@ -292,11 +311,13 @@ def random_mask(
     at_least_one: bool = False,
     mask_id: int = MASK_ID,
     vocab_size: int = VOCAB_SIZE,
+    force_first: bool = False,
 ) -> MaskedCaptions:
     """IRRA's uniform masking for MLM during fine-tuning (each content token with ``p``).
 
-    IRRA does not force a masked token per caption, hence ``at_least_one=False``; the
-    MTP loss is then 0 for a batch with no masked token.
+    IRRA forces one token in a caption that drew none: its first word, as [MASK]
+    (``at_least_one=True, force_first=True``). With ``at_least_one=False`` a caption may
+    stay unmasked (the MTP loss is then 0 for a batch with no masked token).
 
     Args:
         tokens: ``[B, T]`` int64 clean captions.
@@ -304,4 +325,4 @@ def random_mask(
         :class:`MaskedCaptions`.
     """
     prob = random_mask_probability(p)
-    return _mask_with(tokens, prob, generator, at_least_one, mask_id, vocab_size)
+    return _mask_with(tokens, prob, generator, at_least_one, mask_id, vocab_size, force_first)

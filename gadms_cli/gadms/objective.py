@@ -111,7 +111,10 @@ class RetrievalObjective(nn.Module):
             out[self.method.alignment] = loss.detach()
 
         elif name == "irra":
-            masked = masking.random_mask(tokens, p=self.method.mlm_probability)
+            forced = self.method.forced_token
+            masked = masking.random_mask(
+                tokens, p=self.method.mlm_probability, at_least_one=forced != "none", force_first=forced == "first"
+            )
             both = torch.cat([tokens, masked.tokens])
             text_emb_both, text_tok_both = self.model.encode_text_with_tokens(both)
             text_emb = text_emb_both[: len(tokens)]
@@ -130,15 +133,19 @@ class RetrievalObjective(nn.Module):
             else:
                 scores = self.token_scores(image_emb, tokens)
             m = self.method
+            first = m.forced_token == "first"
             if m.noise_masking:
-                noisy = masking.noise_mask(tokens, scores, m.noise_alpha, m.noise_lambda, m.noise_gamma)
+                noisy = masking.noise_mask(
+                    tokens, scores, m.noise_alpha, m.noise_lambda, m.noise_gamma, at_least_one=first, force_first=first
+                )
                 align_tokens = noisy.tokens
                 out["noise_masked"] = noisy.selected.float().sum(1).mean()
             else:
                 align_tokens = tokens
             if m.mtp:
                 informative = masking.informative_mask(
-                    tokens, scores, m.informative_alpha, m.informative_lambda, m.informative_gamma
+                    tokens, scores, m.informative_alpha, m.informative_lambda, m.informative_gamma,
+                    at_least_one=m.forced_token != "none", force_first=first,
                 )
                 both = torch.cat([align_tokens, informative.tokens])
                 text_emb_both, text_tok_both = self.model.encode_text_with_tokens(both)

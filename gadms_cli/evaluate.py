@@ -410,8 +410,10 @@ def evaluate_benchmark(
     num_workers: int = 0,
     ranking_k: int = 0,
     name: str | None = None,
+    clean: bool = False,
 ) -> dict:
-    """Load the benchmark folder ``root`` and evaluate ``model`` on ``split``.
+    """Load the benchmark folder ``root`` and evaluate ``model`` on ``split`` (records counted as
+    IRRA counts them unless ``clean``: see :func:`~gadms_cli.data.benchmarks.load_benchmark`).
 
     Returns ``{"bench", "format", "root", "split", "R1", "R5", "R10", "mAP", "mINP", "queries",
     "gallery", "problems"}`` (``problems``: the benchmark's warnings, skipped images included; plus
@@ -425,7 +427,7 @@ def evaluate_benchmark(
     from gadms_cli.model.tokenizer import Tokenizer
 
     # Only the split in use is checked; with skip_missing its images are decoded, so damaged ones are skipped too.
-    bench = load_benchmark(Path(root), skip_missing=skip_missing, splits=[split], decode=skip_missing)
+    bench = load_benchmark(Path(root), skip_missing=skip_missing, splits=[split], decode=skip_missing, clean=clean)
     if split not in bench.split_names:
         hint = " (ICFG-PEDES has no validation split)" if bench.format == "icfg-pedes" else ""
         raise GadmsError(

@@ -61,6 +61,7 @@ class DataRecipe:
     val_bench: str | None = None  # validate on another benchmark folder (pretraining)
     samples_per_id: int = 2  # K of the P x K sampler (benchmark kind)
     skip_missing: bool = False
+    clean_annotations: bool = False  # merge repeated image records, drop empty captions (default: as IRRA counts)
     num_workers: int = 2
     augment: AugmentRecipe = field(default_factory=AugmentRecipe)
 

@@ -423,3 +423,20 @@ def test_an_unreadable_training_image_is_named(tmp_path, capfd):
     dataset = CaptionedImageDataset([TrainSample(pid=0, raw_pid=7, image_index=0, image_path=broken, caption="a man")], transform=lambda image: image, tokenize=lambda texts: texts)
     assert dataset[0] is None
     assert f"unreadable image replaced in its batch: {broken}" in capfd.readouterr().err
+
+
+def test_readers_count_like_irra_unless_cleaned(tmp_path):
+    """7 test records (6 images, one listed twice), 2 captions each, one of them empty: IRRA's
+    readers count 14 queries and 7 gallery images; the cleaned view 13 and 6."""
+    from gadms_cli.data.benchmarks import load_benchmark
+
+    records = [record(i // 2 + 1, f"test/{i}.jpg", captions=[f"person {i} in red", f"person {i} in blue"]) for i in range(6)]
+    records.append(record(1, "test/0.jpg", captions=["person 0 again", ""]))
+    root = cuhk_folder(tmp_path / "bench", records)
+    irra = load_benchmark(root).eval_split("test")
+    assert (len(irra.queries), len(irra.gallery_paths)) == (14, 7)
+    clean = load_benchmark(root, clean=True).eval_split("test")
+    assert (len(clean.queries), len(clean.gallery_paths)) == (13, 6)
+    result = run_cli("eval", "--bench", root, "--model", "gadms-tiny", "--image-size", "96x32", "--workers", 0, "--json", tmp_path / "r.json")
+    assert result.exit_code == 0, result.output
+    assert "as IRRA counts them" in result.output

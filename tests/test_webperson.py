@@ -160,6 +160,22 @@ def test_gadms_json_variant_streams_entries_in_file_order(tmp_path):
     assert shards == [[0, 3], [1, 4], [2]]
 
 
+def test_gadms_json_list_layout_of_the_public_code(tmp_path, monkeypatch):
+    """The public GA-DMS code reads a JSON LIST of {path: {caption1, caption2}} objects: the same
+    entries in the same order as the object layout, whatever the chunk size."""
+    json_file = build_gadms_json(tmp_path / "gadms", count=6)
+    expected = list(json.loads(json_file.read_text()).items())
+    listed = tmp_path / "gadms" / "list.json"
+    listed.write_text(json.dumps([{key: value} for key, value in expected[:4]] + [dict(expected[4:])]))
+    json_file.unlink()
+    for chunk in (3, 64, 1 << 20):
+        monkeypatch.setattr(webperson, "_CHUNK_CHARS", chunk)
+        got = [(r.image_path, {"caption1": r.caption1, "caption2": r.caption2}) for r in open_webperson(tmp_path / "gadms")]
+        assert got == expected
+    listed.write_text("[]")
+    assert list(open_webperson(listed)) == []
+
+
 def test_gadms_json_parser_across_chunk_boundaries(tmp_path, monkeypatch):
     json_file = build_gadms_json(tmp_path / "gadms", count=7)
     expected = list(json.loads(json_file.read_text()).items())
@@ -175,7 +191,9 @@ def test_gadms_json_parser_across_chunk_boundaries(tmp_path, monkeypatch):
         ('{"a.jpg": {"caption1": "x", "caption2": "y"}, "b.jpg": {"caption1": "z"}}', r"entry 1 \('b.jpg'\) has no 'caption2'"),
         ('{"../a.jpg": {"caption1": "x", "caption2": "y"}}', r"entry 0 image path '../a.jpg' goes up"),
         ('{"a.jpg": {"caption1": "x", "caption2": "y"}, "b.jpg": {"capt', r"invalid JSON at entry 1"),
-        ('[{"a.jpg": 1}]', r"invalid JSON at the start"),
+        ('[{"a.jpg": 1}]', r"entry 0 \('a.jpg'\) is not an object with caption1/caption2"),
+        ('[{"a.jpg": {"caption1": "x", "caption2": "y"}}, 3]', r"list element 1 is a JSON int, not an object"),
+        ('"a.jpg"', r"invalid JSON at the start"),
     ],
 )
 def test_gadms_json_bad_entries(tmp_path, text, message):

@@ -41,6 +41,9 @@ def eval_command(
     batch_size: int = typer.Option(128, "--batch-size", help="Images per encoding batch."),
     workers: int = typer.Option(2, "--workers", help="Image decoding processes."),
     skip_missing: bool = typer.Option(False, "--skip-missing", help="Leave out gallery images that are missing or unreadable."),
+    clean_annotations: bool = typer.Option(
+        False, "--clean-annotations", help="Merge repeated image records and drop empty captions (default: count them as IRRA does)."
+    ),
 ) -> None:
     """Evaluate text-to-image retrieval (R@1/5/10, mAP, mINP) exactly as the field does."""
     import torch
@@ -64,6 +67,7 @@ def eval_command(
             evaluate_benchmark(
                 net, root, split, skip_missing=skip_missing, image_batch_size=batch_size, num_workers=workers,
                 ranking_k=top_k if save_ranking else 0, name=name.lower() if name.lower() in ALL else None,
+                clean=clean_annotations,
             )
         )
     table = Table(title=f"text-to-image retrieval ({split} split)")

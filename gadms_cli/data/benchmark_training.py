@@ -23,7 +23,7 @@ def benchmark_train_data(recipe, accelerator, tokenize: Callable, transform: Cal
     """
     from gadms_cli.train import TrainData
 
-    bench = load_benchmark(Path(recipe.data.path), skip_missing=recipe.data.skip_missing)
+    bench = load_benchmark(Path(recipe.data.path), skip_missing=recipe.data.skip_missing, clean=recipe.data.clean_annotations)
     for key in ("train_split", "val_split"):
         split = getattr(recipe.data, key)
         if split is not None and split not in bench.split_names:

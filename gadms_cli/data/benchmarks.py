@@ -323,8 +323,12 @@ def _record_error(path: Path, fmt: str, index: int, detail: str) -> GadmsError:
     )
 
 
-def _parse_records(data, path: Path, fmt: str) -> tuple[dict[str, list[BenchmarkImage]], list[str]]:
-    """Validate the records and group them by split (annotation order kept); return (splits, warnings)."""
+def _parse_records(data, path: Path, fmt: str, clean: bool = False) -> tuple[dict[str, list[BenchmarkImage]], list[str]]:
+    """Validate the records and group them by split (annotation order kept); return (splits, warnings).
+
+    By default every record counts as IRRA's readers count it: a record repeating an image of its
+    split is another gallery entry, and an empty caption is still a caption (a query). ``clean``
+    merges a repeated image's captions into its first record and drops empty captions."""
     if not isinstance(data, list):
         raise GadmsError(
             f"{path}: expected a JSON list of per-image records, found a JSON {type(data).__name__}; "
@@ -377,12 +381,13 @@ def _parse_records(data, path: Path, fmt: str) -> tuple[dict[str, list[Benchmark
         if "\\" in relative:
             relative = relative.replace("\\", "/")
 
-        kept = [caption.strip() for caption in captions]
+        kept = [caption.strip() for caption in captions] if clean else list(captions)
         if not kept:
             no_captions.append(index)
-        elif not all(kept):
+        elif not all(caption.strip() for caption in kept):
             empty_captions.append(index)
-            kept = [caption for caption in kept if caption]
+            if clean:
+                kept = [caption for caption in kept if caption]
 
         split_images = splits.setdefault(split, [])
         seen_at = position.get((split, relative))
@@ -396,18 +401,23 @@ def _parse_records(data, path: Path, fmt: str) -> tuple[dict[str, list[Benchmark
                 f"{path}: records {first.record_index} and {index} give image {relative!r} two ids "
                 f"({first.raw_id} and {raw_id}); fix one of the records"
             )
-        first.captions.extend(kept)
         merged.append(index)
+        if clean:
+            first.captions.extend(kept)
+        else:
+            split_images.append(BenchmarkImage(raw_id, relative, kept, index))
 
     if merged:
+        done = "their captions were merged into the first record" if clean else (
+            "each is kept as another gallery image, as IRRA counts them (--clean-annotations merges them)")
         warnings.append(
             f"{path.name}: {len(merged)} records repeat an image already listed in the same split "
-            f"(records {_first(merged)}); their captions were merged into the first record"
+            f"(records {_first(merged)}); {done}"
         )
     if empty_captions:
+        done = "the empty captions were dropped" if clean else "kept as queries, as IRRA counts them (--clean-annotations drops them)"
         warnings.append(
-            f"{path.name}: {len(empty_captions)} records have empty captions (records {_first(empty_captions)}); "
-            f"the empty captions were dropped"
+            f"{path.name}: {len(empty_captions)} records have empty captions (records {_first(empty_captions)}); {done}"
         )
     if no_captions:
         warnings.append(
@@ -541,18 +551,20 @@ def load_benchmark(
     check_images: bool = True,
     splits: Sequence[str] | None = None,
     decode: bool = False,
+    clean: bool = False,
 ) -> Benchmark:
     """Read the benchmark in ``root`` (the folder holding the annotation file and ``imgs/``).
 
     ``check_images`` runs the image pass (open each image, check its signature; with
     ``decode``, decode it whole) over the images of ``splits`` (default: all); bad images
     raise a GadmsError listing the first few, or are dropped (with their captions) and
-    listed in ``problems`` / ``skipped_images`` when ``skip_missing``.
+    listed in ``problems`` / ``skipped_images`` when ``skip_missing``. Records count as in IRRA
+    (a repeated image is another gallery entry, an empty caption a query) unless ``clean``.
     """
     root = Path(os.path.abspath(Path(root).expanduser()))
     fmt, annotation_file = _annotation_of(root)
     with _gc_paused():
-        images_by_split, warnings = _parse_records(_read_json(annotation_file, fmt), annotation_file, fmt)
+        images_by_split, warnings = _parse_records(_read_json(annotation_file, fmt), annotation_file, fmt, clean)
     bench = Benchmark(
         format=fmt,
         root=root,

@@ -375,7 +375,11 @@ class _JsonObjectStream:
             return value
 
     def items(self) -> Iterator[tuple[str, object]]:
-        self._expect("{", "at the start (GA-DMS annotations are one JSON object)")
+        """(key, value) pairs of the top-level object, or of every object of a top-level list
+        (the public GA-DMS code's layout: ``[{path: {...}}, {path: {...}}, ...]``)."""
+        if self._expect("{[", "at the start (GA-DMS annotations are one JSON object or a list of objects)") == "[":
+            yield from self._list_items()
+            return
         if self._next_char() == "}":
             return
         entry = 0
@@ -388,6 +392,22 @@ class _JsonObjectStream:
             yield key, self._value(where)
             entry += 1
             if self._expect(",}", f"after entry {entry - 1}") == "}":
+                return
+
+
+    def _list_items(self) -> Iterator[tuple[str, object]]:
+        if self._next_char() == "]":
+            self.pos += 1
+            return
+        element = 0
+        while True:
+            where = f"at list element {element}"
+            value = self._value(where)
+            if not isinstance(value, dict):
+                raise GadmsError(f"{self.path}: {where} is a JSON {type(value).__name__}, not an object of image path -> captions")
+            yield from value.items()
+            element += 1
+            if self._expect(",]", f"after list element {element - 1}") == "]":
                 return
 
 

@@ -42,6 +42,8 @@ class AugmentRecipe:
     flip: bool = True
     pad_crop: int = 10
     random_erasing: float = 0.5
+    interpolation: Literal["bilinear", "bicubic"] = "bilinear"  # resize filter (IRRA: bilinear)
+    erasing_fill: Literal["mean", "zero"] = "mean"  # IRRA fills erased boxes with value=mean after normalisation
 
 
 @dataclass

@@ -112,3 +112,37 @@ def test_bad_arguments_are_rejected():
         IdentityBatchSampler([0, 1, 2, 3], 2, 1, num_replicas=3)
     with pytest.raises(ValueError, match="identities"):
         IdentityBatchSampler([0, 0, 0], 2, 1)
+
+
+def test_resize_is_bilinear_like_irra_and_bicubic_on_request():
+    """Against PIL's own resize filters (what torchvision calls on a PIL image)."""
+    import numpy as np
+    from PIL import Image
+
+    from gadms_cli.data.transforms import CLIP_MEAN, CLIP_STD, eval_transform
+
+    image = Image.effect_noise((50, 140), 80).convert("RGB")
+    mean, std = np.array(CLIP_MEAN)[:, None, None], np.array(CLIP_STD)[:, None, None]
+    for name, pil_filter in (("bilinear", Image.BILINEAR), ("bicubic", Image.BICUBIC)):
+        by_hand = (np.asarray(image.resize((32, 96), pil_filter), dtype=np.float32).transpose(2, 0, 1) / 255 - mean) / std
+        ours = eval_transform((96, 32), interpolation=name)(image).numpy()
+        assert np.abs(ours - by_hand).max() < 1e-5, name
+    assert np.abs(eval_transform((96, 32))(image).numpy() - eval_transform((96, 32), "bilinear")(image).numpy()).max() == 0
+
+
+def test_random_erasing_fills_with_the_mean_numbers_like_irra_or_zero():
+    import torch
+    from PIL import Image
+
+    from gadms_cli.data.transforms import CLIP_MEAN, AugmentConfig, train_transform
+
+    image = Image.new("RGB", (32, 96), (255, 255, 255))  # normalised white is far from both fills
+    for fill, expected in (("mean", CLIP_MEAN), ("zero", (0.0, 0.0, 0.0))):
+        augment = AugmentConfig(flip=False, pad_crop=0, random_erasing=1.0, erasing_fill=fill)
+        torch.manual_seed(0)
+        out = train_transform((96, 32), augment)(image)
+        white = (1 - torch.tensor(CLIP_MEAN)) / torch.tensor([0.26862954, 0.26130258, 0.27577711])
+        erased = ~torch.isclose(out, white.view(3, 1, 1).expand_as(out), atol=1e-5).all(dim=0)
+        assert erased.any()
+        for channel in range(3):
+            assert torch.allclose(out[channel][erased], torch.tensor(expected[channel]), atol=1e-6), fill

@@ -1,9 +1,14 @@
 """Image transforms: resize to the person aspect ratio, CLIP normalisation, train augmentation.
 
 Built from torchvision (the library open_clip itself uses) rather than by hand.
-The train pipeline follows IRRA and the GA-DMS recipes (METHOD.md):
+The train pipeline follows IRRA and the GA-DMS recipes:
 resize -> horizontal flip -> pad 10 + random crop back to size -> to tensor ->
 normalise -> random erasing. Output tensors are float32 [3, H, W], normalised.
+
+As in IRRA's and the public GA-DMS code's transforms, the resize is BILINEAR (torchvision's
+default) and random erasing fills its box with the CLIP mean numbers AFTER normalisation
+(their ``value=mean``). Both are switchable: ``interpolation="bicubic"`` (CLIP's own
+preprocessing) and ``erasing_fill="zero"`` (the normalised dataset mean, i.e. a grey box).
 """
 
 from __future__ import annotations
@@ -27,18 +32,24 @@ class AugmentConfig:
     flip: bool = True
     pad_crop: int = 10  # pixels of padding before the random crop; 0 disables
     random_erasing: float = 0.5  # probability; 0 disables
+    interpolation: str = "bilinear"  # resize filter: bilinear (IRRA, GA-DMS code) or bicubic (CLIP)
+    erasing_fill: str = "mean"  # erased box: "mean" (IRRA's value=mean, after normalisation) or "zero"
+
+
+INTERPOLATIONS = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}
+DEFAULT_INTERPOLATION = "bilinear"
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def eval_transform(image_size: tuple[int, int] = (384, 128)) -> T.Compose:
+def eval_transform(image_size: tuple[int, int] = (384, 128), interpolation: str = DEFAULT_INTERPOLATION) -> T.Compose:
     """PIL image -> normalised float tensor [3, H, W] at ``image_size`` = (height, width)."""
     return T.Compose(
         [
             T.Lambda(_to_rgb),
-            T.Resize(image_size, interpolation=InterpolationMode.BICUBIC),
+            T.Resize(image_size, interpolation=INTERPOLATIONS[interpolation]),
             T.ToTensor(),
             T.Normalize(CLIP_MEAN, CLIP_STD),
         ]
@@ -47,15 +58,15 @@ def eval_transform(image_size: tuple[int, int] = (384, 128)) -> T.Compose:
 
 def train_transform(image_size: tuple[int, int] = (384, 128), augment: AugmentConfig = AugmentConfig()) -> T.Compose:
     """Training pipeline: eval resize plus flip, pad + random crop and random erasing (each switchable)."""
-    steps: list = [T.Lambda(_to_rgb), T.Resize(image_size, interpolation=InterpolationMode.BICUBIC)]
+    steps: list = [T.Lambda(_to_rgb), T.Resize(image_size, interpolation=INTERPOLATIONS[augment.interpolation])]
     if augment.flip:
         steps.append(T.RandomHorizontalFlip(0.5))
     if augment.pad_crop > 0:
         steps += [T.Pad(augment.pad_crop), T.RandomCrop(image_size)]
     steps += [T.ToTensor(), T.Normalize(CLIP_MEAN, CLIP_STD)]
     if augment.random_erasing > 0:
-        # Erased boxes are filled with zeros, i.e. the dataset mean after normalisation.
-        steps.append(T.RandomErasing(p=augment.random_erasing, scale=(0.02, 0.4), value=0))
+        value = list(CLIP_MEAN) if augment.erasing_fill == "mean" else 0
+        steps.append(T.RandomErasing(p=augment.random_erasing, scale=(0.02, 0.4), value=value))
     return T.Compose(steps)
 
 

@@ -21,10 +21,10 @@ import json
 import torch
 from torch import nn
 
-from gadms_cli.data.transforms import CLIP_MEAN, CLIP_STD
+from gadms_cli.data.transforms import CLIP_MEAN, CLIP_STD, DEFAULT_INTERPOLATION
 
 # Bump when what an index stores for the same model changes (preprocessing, normalisation ...).
-FINGERPRINT_VERSION = 1
+FINGERPRINT_VERSION = 2  # 2: bilinear resize (was bicubic)
 
 
 def _embedding_module(model: nn.Module) -> nn.Module:
@@ -41,6 +41,7 @@ def model_fingerprint(model: nn.Module) -> str:
         "preprocess": {
             "transform": "eval_transform",
             "image_size": list(config.image_size) if config is not None else None,
+            "interpolation": DEFAULT_INTERPOLATION,
             "mean": list(CLIP_MEAN),
             "std": list(CLIP_STD),
         },

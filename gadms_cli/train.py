@@ -183,6 +183,10 @@ class Trainer:
         with accelerator.main_process_first():  # the main process downloads weights first
             model = create_person_clip(recipe.model, with_mtp=uses_mtp(recipe.method), num_classes=None)
         self._record_real_model(model)
+        report = getattr(model, "load_report", None)
+        if self.main and report is not None and report.kind != "random init":
+            for line in report.lines():  # what the start weights filled, for finetune and pretrain alike
+                print(f"weights: {line}", file=sys.stderr)
         self.tokenize = Tokenizer(model.config.context_length)
         self.eval_transform = eval_transform(tuple(model.config.image_size))
         self.data = build_train_data(recipe, accelerator, self.tokenize, tuple(model.config.image_size))

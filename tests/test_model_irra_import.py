@@ -160,3 +160,49 @@ def test_vit_b16_person_checkpoint_shapes(tmp_path):
         images = torch.randn(1, 3, 384, 128)
         assert torch.allclose(model.eval().encode_image(images), original.encode_image(images), atol=1e-5)
         assert torch.allclose(model.encode_text(TOKENS), original.encode_text(TOKENS), atol=1e-5)
+
+
+def test_irra_layout_file_through_the_cli_prints_a_complete_load_report(source, tmp_path):
+    """An IRRA/GA-DMS-layout checkpoint ({"model": ..., "epoch": ...}, module. + base_model. prefixes,
+    fp16) loads through `gadms eval` with a printed report of 0 missing / 0 unexpected tensors."""
+    from typer.testing import CliRunner
+
+    from gadms_cli.cli import app
+    from gadms_cli.data.synth import SynthConfig, generate_sketchpedes
+
+    path = tmp_path / "best.pth"
+    torch.save({"model": irra_state_dict(source), "epoch": 60, "optimizer": None}, path)
+    bench = tmp_path / "sp"
+    generate_sketchpedes(bench, SynthConfig(train_ids=0, val_ids=0, test_ids=3, images_per_id=2, height=96, width=32))
+    result = CliRunner().invoke(app, ["eval", "--bench", str(bench), "--model", str(path), "--image-size", "96x32", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert f"weights: irra checkpoint: {path} (" in result.output
+    assert "0 missing, 0 unexpected)" in result.output
+
+
+def test_an_ambiguous_patch_grid_asks_for_the_source_image_size(source):
+    state = irra_state_dict(source)
+    pos = state["module.base_model.visual.positional_embedding"]
+    width = pos.shape[1]
+    # 288 patches: 384x192 at stride 16 (24x12), neither 3:1 nor square
+    state["module.base_model.visual.positional_embedding"] = torch.zeros(1 + 288, width, dtype=pos.dtype)
+    from gadms_cli.model.irra_import import import_irra_state_dict
+
+    with pytest.raises(GadmsError, match=r"288 image patches .* pass it with --source-image-size HxW"):
+        import_irra_state_dict(state, "x.pth")
+    patch = source.clip.visual.conv1.weight.shape[-1]
+    model, report = import_irra_state_dict(state, "x.pth", source_image_size=(24 * patch, 12 * patch))
+    assert tuple(model.clip.visual.grid_size) == (24, 12)
+
+
+def test_openai_state_dict_on_a_gelu_architecture_warns(tmp_path):
+    _, config = resolve_arch("gadms-tiny")
+    config["quick_gelu"] = False
+    arch = tmp_path / "gelu-tiny.json"
+    arch.write_text(json.dumps(config))
+    donor = create_person_clip(arch=str(arch))
+    state = dict(donor.clip.state_dict())
+    state["input_resolution"] = torch.tensor(224)  # OpenAI's own files carry these scalars
+    torch.save(state, tmp_path / "openai.pt")
+    model = create_person_clip(arch=str(arch), pretrained=str(tmp_path / "openai.pt"))
+    assert any("trained with QuickGELU" in w and "quickgelu" in w for w in model.load_report.warnings)

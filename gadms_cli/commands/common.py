@@ -38,3 +38,15 @@ def cli_command(func: F) -> F:
             fail("interrupted; every file written so far is complete (no half-written output is left)", 130)
 
     return wrapper  # type: ignore[return-value]
+
+
+def print_load_report(model) -> None:
+    """Where the model's weights came from (loaded / missing / unexpected tensors, casts, guesses) on stderr.
+
+    Only for models built from weights (files, open_clip tags, IRRA-family checkpoints); our own
+    checkpoints load exactly and say nothing."""
+    report = getattr(model, "load_report", None)
+    if report is None or report.kind in ("random init", "gadms checkpoint"):
+        return
+    for line in report.lines():
+        err_console.print(f"weights: {line}", markup=False, highlight=False, soft_wrap=True)

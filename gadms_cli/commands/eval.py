@@ -8,12 +8,12 @@ from typing import Optional
 
 import typer
 
-from gadms_cli.commands.common import cli_command, console, err_console
+from gadms_cli.commands.common import cli_command, console, err_console, print_load_report
 
 ALL = ("cuhk-pedes", "icfg-pedes", "rstpreid")
 
 
-def parse_image_size(text: Optional[str]) -> Optional[tuple[int, int]]:
+def parse_image_size(text: Optional[str], flag: str = "--image-size") -> Optional[tuple[int, int]]:
     """'384x128' -> (384, 128)."""
     from gadms_cli.errors import GadmsError
 
@@ -22,7 +22,9 @@ def parse_image_size(text: Optional[str]) -> Optional[tuple[int, int]]:
     try:
         height, width = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise GadmsError(f"--image-size '{text}': expected HEIGHTxWIDTH, e.g. 384x128") from None
+        raise GadmsError(f"{flag} '{text}': expected HEIGHTxWIDTH, e.g. 384x128") from None
+    if height <= 0 or width <= 0:
+        raise GadmsError(f"{flag} '{text}': both sizes must be positive pixel counts")
     return height, width
 
 
@@ -33,6 +35,7 @@ def eval_command(
     pretrained: Optional[str] = typer.Option(None, "--pretrained", help="With an architecture name: open_clip tag (e.g. openai) or local weights file."),
     arch: Optional[str] = typer.Option(None, "--arch", help="Architecture of a plain open_clip weights file given as --model (default ViT-B-16)."),
     image_size: Optional[str] = typer.Option(None, "--image-size", help="HEIGHTxWIDTH for an architecture or weights file, e.g. 384x128 (checkpoints keep theirs)."),
+    source_image_size: Optional[str] = typer.Option(None, "--source-image-size", help="HEIGHTxWIDTH an IRRA-family .pth was trained at, when its patch grid does not tell (e.g. 384x192)."),
     split: str = typer.Option("test", "--split", help="Split to evaluate: test or val."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder holding CUHK-PEDES/, ICFG-PEDES/, RSTPReid/ (default $GADMS_DATA, then ./data)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON to this file."),
@@ -60,7 +63,11 @@ def eval_command(
     names = list(ALL) if bench.strip().lower() == "all" else [bench]
     roots = [resolve_benchmark(name, data_root) for name in names]  # fail before loading a model
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    net = load_model(model, pretrained=pretrained, arch=arch, image_size=parse_image_size(image_size), device=device)
+    net = load_model(
+        model, pretrained=pretrained, arch=arch, image_size=parse_image_size(image_size), device=device,
+        source_image_size=parse_image_size(source_image_size, "--source-image-size"),
+    )
+    print_load_report(net)
     results = []
     for name, root in zip(names, roots):
         results.append(

@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from gadms_cli.commands.common import cli_command, console, err_console
+from gadms_cli.commands.common import cli_command, console, err_console, print_load_report
 
 _SHOWN_UNREADABLE = 5  # unreadable files named in the terminal warning (all of them go to --json)
 
@@ -41,6 +41,7 @@ def retrieve(
     pretrained: Optional[str] = typer.Option(None, "--pretrained", help="With an architecture name: open_clip tag (e.g. openai) or local weights file."),
     arch: Optional[str] = typer.Option(None, "--arch", help="Architecture of a plain open_clip weights file given as --model (default ViT-B-16)."),
     image_size: Optional[str] = typer.Option(None, "--image-size", help="HEIGHTxWIDTH for an architecture or weights file, e.g. 384x128 (checkpoints keep theirs)."),
+    source_image_size: Optional[str] = typer.Option(None, "--source-image-size", help="HEIGHTxWIDTH an IRRA-family .pth was trained at, when its patch grid does not tell (e.g. 384x192)."),
     queries_file: Optional[Path] = typer.Option(None, "--queries", help="File with more queries, one per line."),
     image: Optional[Path] = typer.Option(None, "--image", help="Search with an example image instead of (or besides) a sentence."),
     top_k: int = typer.Option(10, "--top-k", min=1, help="Results per query."),
@@ -81,10 +82,12 @@ def retrieve(
         pretrained=pretrained,
         arch=arch,
         image_size=parse_image_size(image_size),
+        source_image_size=parse_image_size(source_image_size, "--source-image-size"),
         batch_size=batch_size,
         num_workers=workers,
         backend=backend,  # type: ignore[arg-type]
     )
+    print_load_report(retriever.model)
     report = retriever.index(gallery, index_dir=index)
     for warning in report.warnings:
         err_console.print(f"warning: {warning}", highlight=False, markup=False)

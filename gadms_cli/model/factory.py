@@ -206,6 +206,7 @@ class BuildOptions:
     num_classes: int = 0  # identity classifier size; 0 = none
     decoder_layers: int = 4
     decoder_heads: int | None = None  # None = default_decoder_heads(...)
+    source_image_size: tuple[int, int] | None = None  # an IRRA-family file's training size, when its grid is ambiguous
 
 
 def _person_config(name: str, clip_config: dict[str, Any], options: BuildOptions) -> PersonCLIPConfig:
@@ -255,6 +256,7 @@ def create_person_clip(
     decoder_heads: int | None = None,
     cache_dir: str | None = None,
     device: str | torch.device = "cpu",
+    source_image_size: tuple[int, int] | None = None,
 ) -> PersonCLIP:
     """Build the model a run asks for (float32, on ``device``, train mode).
 
@@ -264,7 +266,8 @@ def create_person_clip(
     ``arch="ViT-B-16"``, ``pretrained=None``, the architecture's own image size
     and context, 4 decoder layers. ``with_mtp`` adds the MTP decoder and
     ``num_classes`` (None or 0: none) the identity classifier. ``model.load_report``
-    says where the weights came from.
+    says where the weights came from. ``source_image_size`` (height, width): the size an
+    IRRA-family ``.pth`` was trained at, needed when its patch grid does not tell.
     """
     arch = arch or getattr(model_recipe, "arch", None) or "ViT-B-16"
     if pretrained is _UNSET:
@@ -280,6 +283,7 @@ def create_person_clip(
         num_classes=int(num_classes or 0),
         decoder_layers=decoder_layers or getattr(model_recipe, "decoder_layers", None) or 4,
         decoder_heads=decoder_heads or getattr(model_recipe, "decoder_heads", None),
+        source_image_size=source_image_size,
     )
     return _build(arch, pretrained, options, cache_dir).to(device)
 
@@ -328,13 +332,24 @@ def _from_weights_file(arch: str, path: Path, options: BuildOptions) -> PersonCL
             str(path),
             image_size=options.image_size,
             context_length=options.context_length,
+            source_image_size=options.source_image_size,
             with_mtp=options.with_mtp,
             num_classes=options.num_classes,
         )
         model.load_report = report
         return model
     name, base_config = resolve_arch(arch)
-    return _from_state_dict(name, base_config, state, str(path), "weights file", options, quick_gelu=False)
+    model = _from_state_dict(name, base_config, state, str(path), "weights file", options, quick_gelu=False)
+    if OPENAI_ONLY_KEYS & set(state) and not base_config.get("quick_gelu"):
+        model.load_report.warnings.append(
+            f"{path} looks like an OpenAI CLIP state dict (it has {', '.join(sorted(OPENAI_ONLY_KEYS & set(state)))}), "
+            f"which was trained with QuickGELU, but {name} uses GELU: pass --arch {name}-quickgelu (or an architecture with quick_gelu)"
+        )
+    return model
+
+
+# Scalars that OpenAI's own CLIP files carry beside the tensors (open_clip's files do not).
+OPENAI_ONLY_KEYS = frozenset({"input_resolution", "context_length", "vocab_size"})
 
 
 def _from_state_dict(

@@ -96,6 +96,12 @@ def infer_clip_config(
             )
     else:
         grid = infer_grid(num_patches)
+        if grid[0] != 3 * grid[1] and grid[0] != grid[1]:
+            raise GadmsError(
+                f"the checkpoint's {num_patches} image patches (stride {patch}) do not tell its training image size "
+                f"(3:1 and square do not fit; {grid[0] * patch}x{grid[1] * patch} would be a guess): "
+                "pass it with --source-image-size HxW (e.g. 384x192)"
+            )
         notes.append(
             f"trained image size inferred as {grid[0] * patch}x{grid[1] * patch} "
             f"({num_patches} patches at stride {patch})"

@@ -43,6 +43,7 @@ def load_model(
     arch: str | None = None,
     image_size: tuple[int, int] | None = None,
     device: str | torch.device = "cpu",
+    source_image_size: tuple[int, int] | None = None,
 ):
     """Build the PersonCLIP that ``model`` names (see the module docstring), in eval mode on ``device``."""
     from gadms_cli.model.checkpoint import is_checkpoint_dir, load_checkpoint
@@ -57,7 +58,9 @@ def load_model(
     elif path.is_file() or spec.endswith(WEIGHT_SUFFIXES):
         if not path.is_file():
             raise GadmsError(f"--model {spec}: file not found")
-        loaded = create_person_clip(arch=arch or "ViT-B-16", pretrained=str(path), image_size=image_size, device=device)
+        loaded = create_person_clip(
+            arch=arch or "ViT-B-16", pretrained=str(path), image_size=image_size, device=device, source_image_size=source_image_size
+        )
     elif is_checkpoint_dir(path):  # pragma: no cover - a dir is caught above
         loaded = load_checkpoint(path, device=device)
     else:

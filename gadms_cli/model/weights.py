@@ -36,6 +36,7 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)  # model keys the source did not provide (left at init)
     unexpected: list[str] = field(default_factory=list)  # source keys the model has no place for (ignored)
     notes: list[str] = field(default_factory=list)  # adaptations: resized grids, dtype casts, inferred sizes
+    warnings: list[str] = field(default_factory=list)  # likely mistakes (printed as warnings)
 
     def summary(self) -> str:
         """One line: kind, source, counts."""
@@ -46,7 +47,7 @@ class LoadReport:
 
     def lines(self, max_keys: int = 10) -> list[str]:
         """Human-readable lines: the summary, the notes, and up to ``max_keys`` keys per list."""
-        out = [self.summary()] + [f"note: {n}" for n in self.notes]
+        out = [self.summary()] + [f"note: {n}" for n in self.notes] + [f"warning: {w}" for w in self.warnings]
         for label, keys in (("missing", self.missing), ("unexpected", self.unexpected)):
             if keys:
                 shown = ", ".join(keys[:max_keys]) + (f" ... (+{len(keys) - max_keys})" if len(keys) > max_keys else "")

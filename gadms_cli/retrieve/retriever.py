@@ -83,6 +83,7 @@ class Retriever:
         pretrained: str | None = None,
         arch: str | None = None,
         image_size: tuple[int, int] | None = None,
+        source_image_size: tuple[int, int] | None = None,
         device: str | torch.device | None = None,
         batch_size: int = 128,
         num_workers: int | None = None,
@@ -99,7 +100,9 @@ class Retriever:
         else:
             device = device or ("cuda" if torch.cuda.is_available() else "cpu")
             self.model_name = model_spec(model)
-            self.model = load_model(model, pretrained=pretrained, arch=arch, image_size=image_size, device=device)
+            self.model = load_model(
+                model, pretrained=pretrained, arch=arch, image_size=image_size, source_image_size=source_image_size, device=device
+            )
         config = self.model.config
         self.tokenizer = Tokenizer(config.context_length)
         self.transform = eval_transform(tuple(config.image_size))

@@ -1,6 +1,6 @@
 """SketchPedes ablation of GA-DMS: which part of the method buys what, under 30% caption noise.
 
-Our own test of the paper's ablation (its Table 4; METHOD.md "Reference results":
+Our own test of the paper's ablation (its Table 4:
 base 56.75 -> similarity-score noise masking 63.29 -> GA score 63.87 -> + MTP 64.25
 R@1). Every arm trains the same small CLIP from scratch on the same SketchPedes set
 (30% of the TRAIN captions corrupted like web captions; val/test captions clean), for
@@ -16,7 +16,7 @@ ga              noise masking by the GA score + align (MTP off)
 ga_mtp          GA score + align + MTP on informative-masked captions: full GA-DMS, ``online``
 ga_mtp_cached   full GA-DMS with the paper's ``cached`` score timing
 ga_mtp_sample   (not run by default) ga_mtp with the scores min-max normalised per caption
-                (METHOD.md's alternative) instead of over the batch
+                (docs/method.md's alternative) instead of over the batch
 random          (not run by default) noise masking by random scores + align: a control
 ==============  ======================================================================
 

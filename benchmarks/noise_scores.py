@@ -175,6 +175,14 @@ def markdown(result: dict, args: argparse.Namespace, counts: dict) -> str:
               "| calibration | p(noise) | p(correct attribute) | ratio | noise-masked tokens per caption |", "|---|---|---|---|---|"]
     for name, row in result["masking"]["all"].items():
         lines.append(f"| {name} | {row['p_noise']:.4f} | {row['p_attr']:.4f} | {row['ratio']} | {row['masked_per_caption']} |")
+    lines += ["", "The same per noise kind: p(noise) / p(correct attribute) = ratio.", "",
+              "| calibration | " + " | ".join(kinds[1:]) + " |", "|---|" + "---|" * len(kinds[1:])]
+    for name in result["masking"]["all"]:
+        cells = []
+        for kind in kinds[1:]:
+            row = result["masking"].get(kind, {}).get(name)
+            cells.append("-" if row is None else f"{row['p_noise']:.3f} / {row['p_attr']:.3f} = {row['ratio']}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

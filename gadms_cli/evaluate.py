@@ -1,4 +1,4 @@
-"""Evaluation: retrieval metrics of the IRRA protocol (docs/metrics.md, FORMATS.md "Metrics").
+"""Evaluation: retrieval metrics of the IRRA protocol (docs/metrics.md, docs/metrics.md).
 
 :func:`retrieval_metrics` turns a query x gallery similarity matrix and the identities
 of both sides into R@K, mAP and mINP, exactly as the field computes them, without ever
@@ -357,7 +357,7 @@ def evaluate_split(
 ) -> dict:
     """Text-to-image metrics of ``model`` on an :class:`~gadms_cli.data.records.EvalSplit`.
 
-    Every caption is a query, every image of the split is in the gallery (FORMATS.md).
+    Every caption is a query, every image of the split is in the gallery (docs/data-formats.md).
     Returns ``retrieval_metrics``'s dict plus ``queries`` and ``gallery`` counts (and the
     float32 [queries, gallery] cosine matrix under ``similarity`` if asked).
     """

@@ -70,7 +70,7 @@ class DataRecipe:
 
 @dataclass
 class MethodRecipe:
-    """The objective (METHOD.md). ``gadms``: SDM on noise-masked captions + beta * MTP on
+    """The objective (docs/method.md). ``gadms``: SDM on noise-masked captions + beta * MTP on
     informative-masked captions; ``irra``: SDM + ID + random 15% MLM; ``clip``: alignment only."""
 
     name: Literal["gadms", "irra", "clip"] = "gadms"

@@ -59,7 +59,7 @@ def reference_msp(x, n):
 
 
 def reference_ga(clip, image, tokens):
-    """GA score of METHOD.md, caption by caption, from the hand-written forward."""
+    """GA score of docs/method.md, caption by caption, from the hand-written forward."""
     embedding, _, layers = hand_text_forward(clip, tokens)
     cos = F.cosine_similarity(embedding, image, dim=-1)
     grads = torch.autograd.grad(cos.sum(), [layer[4] for layer in layers])

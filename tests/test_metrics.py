@@ -14,7 +14,7 @@ from gadms_cli.evaluate import retrieval_metrics
 
 
 def brute_force_metrics(similarity, query_ids, gallery_ids, ks=(1, 5, 10), unmatched="exclude"):
-    """FORMATS.md "Metrics" written out with loops: a full stable sort of every row."""
+    """docs/metrics.md written out with loops: a full stable sort of every row."""
     hits = {k: 0 for k in ks}
     ap_sum = inp_sum = 0.0
     scored = unmatched_count = 0

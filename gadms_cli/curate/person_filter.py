@@ -1,4 +1,4 @@
-"""The paper's person filter as pure functions over detections (METHOD.md, "WebPerson data construction").
+"""The paper's person filter as pure functions over detections (docs/method.md, "WebPerson data construction").
 
 A detector (see :mod:`gadms_cli.curate.detectors`) turns an image into a list of
 :class:`PersonDetection` (a box, a confidence, and optionally the 17 COCO keypoints).

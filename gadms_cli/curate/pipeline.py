@@ -1,4 +1,4 @@
-"""One curation run: inputs -> person filter -> captions -> WebPerson shards (METHOD.md, "WebPerson
+"""One curation run: inputs -> person filter -> captions -> WebPerson shards (docs/method.md, "WebPerson
 data construction").
 
 The input is cut into units (:func:`gadms_cli.curate.inputs.plan_units`); each unit becomes one

@@ -1,7 +1,7 @@
 """Readers for CUHK-PEDES, ICFG-PEDES and RSTPReid, read exactly as their authors ship them.
 
 Each benchmark is one JSON list of per-image records plus an ``imgs/`` folder beside it
-(docs/FORMATS.md). The format is recognised from the annotation file's name:
+(docs/data-formats.md). The format is recognised from the annotation file's name:
 
 ==============  ===============================================  ==============  ===================
 format          annotation file                                  image key       splits

@@ -1,6 +1,6 @@
 """The records every reader produces and every consumer (training, eval) takes.
 
-Training samples are one per caption (FORMATS.md); evaluation splits are every
+Training samples are one per caption (docs/data-formats.md); evaluation splits are every
 caption of the split as a query against every image of the split as gallery.
 """
 

@@ -1,4 +1,4 @@
-"""Training losses: SDM, ITC, ID and MTP (docs/METHOD.md, "Losses").
+"""Training losses: SDM, ITC, ID and MTP (docs/method.md, "Losses").
 
 Shapes: ``B`` pairs in the local batch, ``D`` embedding width, ``C`` identity classes,
 ``T`` text positions, ``V`` vocabulary size. Features need not be normalised: SDM and
@@ -153,7 +153,7 @@ def sdm_loss(
         image_feats: ``[B, D]`` image embeddings (local batch).
         text_feats: ``[B, D]`` text embeddings of the same pairs.
         pids: ``[B]`` integer identity of each pair.
-        logit_scale: temperature inverse (METHOD.md: fixed 50).
+        logit_scale: temperature inverse (docs/method.md: fixed 50).
         epsilon: added to Q inside the log.
         gather: under data parallel, rows are this process's pairs and keys are the
             global batch (see the module docstring); a no-op with one process.

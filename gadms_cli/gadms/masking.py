@@ -1,4 +1,4 @@
-"""Dual masking of captions driven by the GA score (docs/METHOD.md, "Dual masking").
+"""Dual masking of captions driven by the GA score (docs/method.md, "Dual masking").
 
 GA-DMS masks every caption twice, token by token, with probabilities that are a
 logistic function of the token's GA score ``s`` in [0, 1]

@@ -1,4 +1,4 @@
-"""The training objectives as one module: ``gadms``, ``irra`` and ``clip`` (METHOD.md "Losses").
+"""The training objectives as one module: ``gadms``, ``irra`` and ``clip`` (docs/method.md "Losses").
 
 ``RetrievalObjective(model, method)`` takes a batch and returns the loss and
 monitoring numbers. Per step, for ``gadms``:

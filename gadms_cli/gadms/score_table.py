@@ -1,4 +1,4 @@
-"""The per-caption GA-score table of the paper's ``cached`` score timing (METHOD.md "Score timing").
+"""The per-caption GA-score table of the paper's ``cached`` score timing (docs/method.md "Score timing").
 
 The paper stores each caption's token scores and masks the caption with them
 the NEXT time it is drawn (every token starts at 0.85). Its code kept one table

@@ -33,7 +33,7 @@ from gadms_cli.model.mtp_decoder import MTPDecoder, identity_classifier
 from gadms_cli.model.text_taps import TextTowerOutput, check_text_tower, run_text_tower
 from gadms_cli.model.tokenizer import EOT_ID, MASK_ID, SOT_ID, VOCAB_SIZE
 
-LOGIT_SCALE = 50.0  # 1 / 0.02, fixed (METHOD.md)
+LOGIT_SCALE = 50.0  # 1 / 0.02, fixed (docs/method.md)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Writing SketchPedes in the real benchmark formats (FORMATS.md).
+"""Writing SketchPedes in the real benchmark formats (docs/data-formats.md).
 
 - ``reid_raw.json``: the CUHK-PEDES annotation list (records ``split``,
   ``captions``, ``file_path``, ``id``, ``processed_tokens``), images under ``imgs/``;

@@ -57,6 +57,7 @@ from gadms_cli.gadms.ga_score import (  # noqa: E402
     resolve_score_layers,
     similarity_token_scores,
 )
+from gadms_cli.gadms.ga_score_public import public_ga_token_scores  # noqa: E402
 from gadms_cli.gadms.masking import noise_mask_probability  # noqa: E402
 from gadms_cli.model.checkpoint import load_checkpoint  # noqa: E402
 from gadms_cli.model.tokenizer import Tokenizer  # noqa: E402
@@ -132,6 +133,7 @@ def score_batch(model, tally: Tally, chunk: list[dict], tokenizer, transform, la
         total = sum(products[depth - k :]) * content
         tally.rank(f"GA last {k} of {depth}, signed", total, chunk)
         tally.rank(f"GA last {k} of {depth}, ReLU", torch.relu(total), chunk)
+    tally.rank(f"GA as the public code computes it (last {layers} layers)", public_ga_token_scores(model, feats, tokens, layers), chunk)
     tally.rank("similarity score", similarity_token_scores(model, feats, tokens, "sample"), chunk)
     tally.rank("leave-one-out (ceiling)", leave_one_out_scores(model, feats, tokens), chunk)
     chosen = sum(products[depth - layers :]) * content
@@ -139,6 +141,8 @@ def score_batch(model, tally: Tally, chunk: list[dict], tokenizer, transform, la
         scores = normalize_scores(torch.relu(chosen) if relu else chosen, content.bool(), norm)
         prob = noise_mask_probability(scores) * content
         tally.mask(f"{'ReLU' if relu else 'signed'}, {norm}", prob, chunk)
+    public = public_ga_token_scores(model, feats, tokens, layers)
+    tally.mask("public code's score", noise_mask_probability(public) * content, chunk)
 
 
 def summarise(tally: Tally) -> dict:

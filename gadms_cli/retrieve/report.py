@@ -86,7 +86,7 @@ def explanation_payload(explanation: Explanation) -> dict[str, Any]:
         "similarity": explanation.similarity,
         "attribution": explanation.attribution,
         "tokens": [
-            {"token": t.text, "score": t.score, "special": t.special, "ends_word": t.ends_word}
+            {"token": t.text, "score": t.score, "raw": t.raw, "special": t.special, "ends_word": t.ends_word}
             for t in explanation.tokens
         ],
         "words": [{"word": word, "score": score} for word, score in explanation.words()],

@@ -233,4 +233,4 @@ def test_json_report_keeps_queries_and_tokens_verbatim(photos, tmp_path):
     query = data["queries"][0]
     assert query["query"] == results[0].query
     assert [r["rank"] for r in query["results"]] == [1, 2] and query["results"][1]["relative_path"] == "<b>missing</b>.png"
-    assert query["explanation"]["tokens"][1] == {"token": "<img src=x onerror=alert(1)>", "score": 0.7, "special": False, "ends_word": True}
+    assert query["explanation"]["tokens"][1] == {"token": "<img src=x onerror=alert(1)>", "score": 0.7, "raw": 0.0, "special": False, "ends_word": True}

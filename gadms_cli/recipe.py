@@ -64,6 +64,9 @@ class DataRecipe:
     samples_per_id: int = 2  # K of the P x K sampler (benchmark kind)
     skip_missing: bool = False
     clean_annotations: bool = False  # merge repeated image records, drop empty captions (default: as IRRA counts)
+    # webperson: "image" puts both captions of an image in one batch under one identity; "caption" (the public
+    # script) gives each batch item one caption of a different image, every caption its own identity
+    caption_pairing: Literal["image", "caption"] = "image"
     num_workers: int = 2
     augment: AugmentRecipe = field(default_factory=AugmentRecipe)
 

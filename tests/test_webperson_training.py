@@ -389,3 +389,22 @@ def test_validation_comes_from_the_val_bench(tmp_path):
     assert data.val.queries == ["caption 1", "caption 2"] and data.val.gallery_ids == [11, 12]
     with pytest.raises(GadmsError, match="'data.val_split': split 'dev'"):
         build(root, batch_size=4, val_bench=str(bench), val_split="dev")
+
+
+def test_caption_pairing_gives_one_caption_per_image_each_its_own_identity(tmp_path):
+    """data.caption_pairing: caption (the public script's sampling): 8 items are 8 images with one caption
+    each, caption (row + epoch) mod 2, identity 2 * row + caption; two epochs cover every caption."""
+    data = build(build_parquet(tmp_path / "wp", 22), batch_size=8, caption_pairing="caption")
+    assert (data.num_ids, data.num_captions, data.steps_per_epoch) == (44, 44, 2)  # 22 rows // 8 per batch
+    caption_of = [{}, {}]  # per epoch: row -> caption used
+    for epoch in (0, 1):
+        for batch in epoch_batches(data, epoch):
+            rows, captions = batch["tokens"][:, 0].tolist(), batch["tokens"][:, 1].tolist()
+            assert len(set(rows)) == 8  # eight different images
+            assert captions == [(row + epoch) % 2 for row in rows]
+            assert batch["pid"].tolist() == [2 * r + c for r, c in zip(rows, captions)] == batch["caption"].tolist()
+            for k, row in enumerate(rows):
+                assert tuple(batch["image"][k, :, 0, 0].int().tolist()) == colour(row)
+            caption_of[epoch].update(zip(rows, captions))
+    both = caption_of[0].keys() & caption_of[1].keys()
+    assert both and all(caption_of[0][r] != caption_of[1][r] for r in both)  # the other caption the next epoch

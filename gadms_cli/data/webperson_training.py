@@ -5,7 +5,9 @@ process gets ``W`` *streams* of rows (``W`` = ``data.num_workers``, at least 1);
 DataLoader worker ``w`` reads one stream and nothing else (with 0 workers the single
 stream is read in the training process). Each micro-batch holds
 ``h`` images with both of their captions, so ``b = 2h`` items, laid out in
-adjacent pairs::
+adjacent pairs (``data.caption_pairing: caption``, the public GA-DMS script's view: ``b`` images
+with ONE caption each, caption ``(identity + epoch) mod 2``, and every caption its own identity
+``2 * identity + j``, so two epochs here see each caption once, as one of theirs does)::
 
     image    float32 [b, 3, H, W]   item 2k and 2k+1 show the same image (augmented separately)
     tokens   int64   [b, T]         item 2k: caption1, item 2k+1: caption2
@@ -349,7 +351,9 @@ class WebPersonBatches(IterableDataset):
         buffer_rows: int | None = None,
         block_rows: int = BLOCK_ROWS,
         lookahead_rows: int = LOOKAHEAD_ROWS,
+        pairing: str = "image",
     ) -> None:
+        self.pairing = pairing  # "image": both captions of a row, one identity; "caption": one caption, its own identity
         self.source = source
         self.layout = layout
         self.process_index = process_index
@@ -423,13 +427,16 @@ class WebPersonBatches(IterableDataset):
             filled.append(last if last is not None else readable[0])
         images, captions, pids, indices = [], [], [], []
         for record, image in filled:
-            for j, text in enumerate(record.captions):
+            chosen = list(enumerate(record.captions))
+            if self.pairing == "caption":  # one caption per row, alternating by epoch: each caption its own identity
+                chosen = [chosen[(record.identity + self.epoch) % 2]]
+            for j, text in chosen:
                 index = 2 * record.identity + j
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(_random_seed(self.seed, self.epoch, index))
                     images.append(self.transform(image))
                 captions.append(text)
-                pids.append(record.identity)
+                pids.append(record.identity if self.pairing == "image" else index)
                 indices.append(index)
         return {
             "image": torch.stack(images).float(),
@@ -498,7 +505,7 @@ def webperson_train_data(recipe, accelerator, tokenize: Tokenize, transform: Tra
     ``recipe.data.path`` is a WebPerson parquet folder (or file/glob), a GA-DMS JSON (or its
     folder) or a Hub dataset id. Each process's micro-batch holds
     ``train.batch_size / train.grad_accumulation / num_processes`` items (captions), i.e. half as
-    many images. ``image_size`` is unused: ``transform`` already produces the model's size.
+    many images; with ``data.caption_pairing: caption`` one caption per image (as many images). ``image_size`` is unused: ``transform`` already produces the model's size.
     """
     from gadms_cli.train import TrainData
 
@@ -511,7 +518,8 @@ def webperson_train_data(recipe, accelerator, tokenize: Tokenize, transform: Tra
             f"processes; set train.batch_size to a multiple of {processes * train.grad_accumulation}"
         )
     per_process = micro_global // processes
-    if per_process % 2:
+    by_caption = data.caption_pairing == "caption"
+    if per_process % 2 and not by_caption:
         raise GadmsError(
             f"'train.batch_size' gives {per_process} captions per process and micro-batch; it must be even (each "
             f"image brings its two captions): set train.batch_size to a multiple of {2 * processes * train.grad_accumulation}"
@@ -519,17 +527,20 @@ def webperson_train_data(recipe, accelerator, tokenize: Tokenize, transform: Tra
     source = open_webperson(data.path, split=data.train_split)
     num_rows = count_rows(source)
     streams = max(1, data.num_workers)
-    layout = plan_epoch(stream_rows(source, num_rows, processes, streams), per_process // 2, train.grad_accumulation)
+    rows_per_batch = per_process if by_caption else per_process // 2
+    layout = plan_epoch(stream_rows(source, num_rows, processes, streams), rows_per_batch, train.grad_accumulation)
     if layout.batches_per_epoch == 0:
         raise GadmsError(
             f"'data.path' {data.path}: {num_rows} images split over {processes} processes x {streams} workers cannot "
             f"fill one step of {train.batch_size} captions; lower train.batch_size or data.num_workers"
         )
-    dataset = WebPersonBatches(source, layout, accelerator.process_index, transform, tokenize, seed=train.seed)
+    dataset = WebPersonBatches(
+        source, layout, accelerator.process_index, transform, tokenize, seed=train.seed, pairing=data.caption_pairing
+    )
     return TrainData(
         batches=lambda epoch, start_batch: load_batches(dataset, data.num_workers, epoch, start_batch),
         steps_per_epoch=layout.batches_per_epoch // train.grad_accumulation,
-        num_ids=num_rows,
+        num_ids=2 * num_rows if by_caption else num_rows,
         num_captions=2 * num_rows,
         val=validation_split(recipe),
     )

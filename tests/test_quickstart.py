@@ -13,7 +13,7 @@ runner = CliRunner()
 @pytest.mark.slow
 def test_quickstart_runs_end_to_end_and_reuses_its_outputs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = ["quickstart", "--dir", "qs", "--train-ids", "40", "--minutes", "0.05",
+    args = ["quickstart", "--dir", "qs", "--train-ids", "40", "--minutes", "0.05", "--base-ids", "40", "--base-steps", "3",
             "--set", "model.arch=gadms-tiny", "--set", "train.batch_size=32"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output

@@ -8,7 +8,6 @@ import torch
 from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
 
-from gadms_cli.data.synth import SynthConfig, generate_sketchpedes
 from gadms_cli.errors import GadmsError
 from gadms_cli.recipe import load_recipe
 from gadms_cli.train import Trainer, train
@@ -17,18 +16,12 @@ ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "gadms_cli" / "recipes" / "quickstart.yaml"
 
 
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
+
+
 @pytest.fixture(scope="module")
-def sketchpedes(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sketchpedes")
-    generate_sketchpedes(out, SynthConfig(train_ids=12, val_ids=3, test_ids=0, images_per_id=2, height=96, width=32, noise=0.3))
-    return out
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    AcceleratorState._reset_state(True)
-    yield
-    AcceleratorState._reset_state(True)
+def sketchpedes(training_sketchpedes):
+    return training_sketchpedes
 
 
 def tiny(data: Path, out: Path, *extra: str) -> list[str]:

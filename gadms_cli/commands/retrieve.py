@@ -59,6 +59,7 @@ def retrieve(
     from gadms_cli.errors import GadmsError
     from gadms_cli.retrieve.explain import ATTRIBUTIONS
     from gadms_cli.retrieve.report import explanation_text, printable, results_payload, results_table, write_html, write_json
+    from gadms_cli.model.resolve import model_spec
     from gadms_cli.retrieve.retriever import Retriever
     from gadms_cli.retrieve.search import BACKENDS
 
@@ -78,7 +79,7 @@ def retrieve(
         raise GadmsError(f"--backend {backend}: choose one of {', '.join(BACKENDS)}")
 
     retriever = Retriever(
-        model,
+        model_spec(model),  # --model, else $GADMS_MODEL, else the quickstart's model
         pretrained=pretrained,
         arch=arch,
         image_size=parse_image_size(image_size),

@@ -1,7 +1,7 @@
 """``Retriever``: photo search from Python (notebooks, scripts); the ``gadms retrieve`` command uses it too.
 
 >>> from gadms_cli.retrieve import Retriever
->>> retriever = Retriever("runs/quickstart")          # or None: $GADMS_MODEL, then the quickstart's model
+>>> retriever = Retriever("runs/quickstart")          # a run or model folder, a weights file or an architecture
 >>> report = retriever.index("~/photos")              # encodes new/changed images only (cached in ~/photos/.gadms)
 >>> result = retriever.search("a woman wearing a red coat", top_k=5, explain=True)
 >>> [(hit.rank, round(hit.score, 3), hit.path.name) for hit in result.hits]
@@ -78,7 +78,7 @@ class Retriever:
 
     def __init__(
         self,
-        model: nn.Module | str | None = None,
+        model: nn.Module | str,
         *,
         pretrained: str | None = None,
         arch: str | None = None,
@@ -91,15 +91,17 @@ class Retriever:
         faiss_min_rows: int = FAISS_MIN_ROWS,
     ) -> None:
         from gadms_cli.data.transforms import eval_transform
-        from gadms_cli.model.resolve import load_model, model_spec
+        from gadms_cli.model.resolve import load_model
         from gadms_cli.model.tokenizer import Tokenizer
 
         if isinstance(model, nn.Module):
             self.model = model.eval()
             self.model_name = getattr(getattr(model, "config", None), "arch", type(model).__name__)
         else:
+            if not model:  # the CLI resolves its defaults ($GADMS_MODEL, the quickstart's model); the library does not
+                raise ValueError("Retriever needs a model: a PersonCLIP, a model or run folder, a weights file or an architecture")
             device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-            self.model_name = model_spec(model)
+            self.model_name = str(model)
             self.model = load_model(
                 model, pretrained=pretrained, arch=arch, image_size=image_size, source_image_size=source_image_size, device=device
             )

@@ -44,6 +44,7 @@ def _root(
 from gadms_cli.commands.curate import app as curate_app  # noqa: E402
 from gadms_cli.commands.data import app as data_app  # noqa: E402
 from gadms_cli.commands.eval import eval_command  # noqa: E402
+from gadms_cli.commands.export import export  # noqa: E402
 from gadms_cli.commands.quickstart import quickstart  # noqa: E402
 from gadms_cli.commands.retrieve import retrieve  # noqa: E402
 from gadms_cli.commands.synth import synth  # noqa: E402
@@ -54,6 +55,7 @@ app.command("pretrain")(pretrain)
 app.command("finetune")(finetune)
 app.command("eval")(eval_command)
 app.command("retrieve")(retrieve)
+app.command("export")(export)
 app.command("synth")(synth)
 app.command("quickstart")(quickstart)
 app.add_typer(data_app, name="data")

@@ -47,3 +47,70 @@ def test_sdm_alignment_is_logged_as_sdm(model_and_batch):
     model, batch = model_and_batch
     out = RetrievalObjective(model, MethodRecipe(name="gadms", alignment="sdm"), num_captions=4).eval()(batch)
     assert "sdm" in out and "itc" not in out and "mtp" in out
+
+
+def test_gadms_objective_against_a_hand_computation(model_and_batch, monkeypatch):
+    """GA-DMS with both masking rates at 0 and the public code's forcing: each caption then loses
+    exactly its first word to [MASK] in both maskings, so every input is known in advance. The SDM
+    input must be the noise-masked caption and the loss SDM + beta * MTP, written out here."""
+    from gadms_cli.model.tokenizer import MASK_ID
+
+    model, batch = model_and_batch
+    method = MethodRecipe(name="gadms", alignment="sdm", logit_scale=50.0, token_score="random", forced_token="first",
+                          noise_alpha=0.0, informative_alpha=0.0, mtp_weight=0.4)
+    fed = []
+    original = type(model).encode_text_with_tokens
+    monkeypatch.setattr(type(model), "encode_text_with_tokens", lambda self, t: fed.append(t.clone()) or original(self, t))
+    out = RetrievalObjective(model, method, num_captions=4).eval()(batch)
+
+    tokens = batch["tokens"][:, : int(batch["tokens"].argmax(-1).max()) + 1]
+    masked = tokens.clone()
+    masked[:, 1] = MASK_ID
+    assert len(fed) == 1 and torch.equal(fed[0], torch.cat([masked, masked]))  # noise-masked | informative-masked
+    with torch.no_grad():
+        image_emb, image_tokens = model.encode_image_with_tokens(batch["image"])
+        text_emb, text_tokens = model.encode_text_with_tokens(masked)
+        image, text = F.normalize(image_emb, dim=-1), F.normalize(text_emb, dim=-1)
+        q = torch.eye(4)  # four identities
+        sdm = 0.0
+        for logits in (50.0 * text @ image.T, 50.0 * image @ text.T):
+            p = torch.softmax(logits, dim=1)
+            sdm = sdm + (p * (torch.log(p) - torch.log(q + 1e-8))).sum(1).mean()
+        fused = model.mtp.fuse(text_tokens, image_tokens)  # [4, T, E]
+        logits = model.mtp.mlm_head(fused[:, 1])  # the masked position of each caption
+        mtp = F.cross_entropy(logits, tokens[:, 1])
+    assert out["sdm"].item() == pytest.approx(sdm.item(), rel=1e-5)
+    assert out["mtp"].item() == pytest.approx(mtp.item(), rel=1e-5)
+    assert out["loss"].item() == pytest.approx(sdm.item() + 0.4 * mtp.item(), rel=1e-5)
+    assert out["noise_masked"].item() == 1.0 and out["mtp_masked"].item() == 1.0
+
+
+def test_irra_objective_against_a_hand_computation(model_and_batch):
+    """IRRA fine-tuning with a 0 masking rate and IRRA's forcing: SDM on the CLEAN caption + ID +
+    beta * MLM on the first word, written out here."""
+    from gadms_cli.model.tokenizer import MASK_ID
+
+    _, batch = model_and_batch
+    torch.manual_seed(1)
+    model = create_person_clip(arch="gadms-tiny", with_mtp=True, num_classes=4).eval()
+    method = MethodRecipe(name="irra", alignment="sdm", logit_scale=50.0, mlm_probability=0.0, forced_token="first",
+                          mtp_weight=1.0, id_loss=True)
+    out = RetrievalObjective(model, method, num_captions=4).eval()(batch)
+    tokens = batch["tokens"][:, : int(batch["tokens"].argmax(-1).max()) + 1]
+    masked = tokens.clone()
+    masked[:, 1] = MASK_ID
+    pids = batch["pid"]
+    with torch.no_grad():
+        image_emb, image_tokens = model.encode_image_with_tokens(batch["image"])
+        text_emb = model.encode_text(tokens)
+        _, masked_tokens = model.encode_text_with_tokens(masked)
+        image, text = F.normalize(image_emb, dim=-1), F.normalize(text_emb, dim=-1)
+        sdm = 0.0
+        for logits in (50.0 * text @ image.T, 50.0 * image @ text.T):
+            p = torch.softmax(logits, dim=1)
+            sdm = sdm + (p * (torch.log(p) - torch.log(torch.eye(4) + 1e-8))).sum(1).mean()
+        ident = (F.cross_entropy(model.classifier(image_emb), pids) + F.cross_entropy(model.classifier(text_emb), pids)) / 2
+        mlm = F.cross_entropy(model.mtp.mlm_head(model.mtp.fuse(masked_tokens, image_tokens)[:, 1]), tokens[:, 1])
+    assert out["sdm"].item() == pytest.approx(sdm.item(), rel=1e-5)
+    assert out["id"].item() == pytest.approx(ident.item(), rel=1e-5)
+    assert out["loss"].item() == pytest.approx(sdm.item() + ident.item() + mlm.item(), rel=1e-5)

@@ -114,3 +114,41 @@ def test_irra_objective_against_a_hand_computation(model_and_batch):
     assert out["sdm"].item() == pytest.approx(sdm.item(), rel=1e-5)
     assert out["id"].item() == pytest.approx(ident.item(), rel=1e-5)
     assert out["loss"].item() == pytest.approx(sdm.item() + ident.item() + mlm.item(), rel=1e-5)
+
+
+def test_score_table_lookup_and_update_by_hand():
+    from gadms_cli.gadms.score_table import ScoreTable
+
+    table = ScoreTable(num_captions=3, context_length=4, initial=0.85)
+    assert torch.allclose(table.lookup(torch.tensor([1])), torch.full((1, 4), 217 / 255))  # round(0.85 * 255) = 217
+    table.update(torch.tensor([2, 0]), torch.tensor([[0.0, 0.5, 1.2, -0.1], [0.1, 0.2, 0.3, 0.4]]))
+    got = table.lookup(torch.tensor([0, 1, 2]))
+    want = torch.tensor([
+        [26, 51, 76, 102],  # round(255 * 0.1, 0.2, 0.3, 0.4)
+        [217, 217, 217, 217],  # untouched
+        [0, 128, 255, 0],  # 0, round(127.5) = 128, clamped to 1 and to 0
+    ]) / 255
+    assert torch.allclose(got, want)
+    with pytest.raises(ValueError, match="score table shape"):
+        table.load_state_dict({"scores": torch.zeros(2, 4, dtype=torch.uint8)})
+
+
+def test_cached_timing_masks_with_the_stored_scores_and_stores_the_fresh_ones(model_and_batch):
+    """First draw: the masks see the table's 0.85 (no fresh score yet); afterwards the table holds the
+    step's fresh GA scores of the clean captions, quantised."""
+    from gadms_cli.gadms.ga_score import ga_token_scores
+    from gadms_cli.gadms.masking import maskable_positions
+
+    model, batch = model_and_batch
+    method = MethodRecipe(name="gadms", alignment="itc", logit_scale=10.0, score_timing="cached", score_layers=2)
+    objective = RetrievalObjective(model, method, num_captions=6)
+    objective.train()  # the table is refreshed in training mode only
+    out = objective(batch)
+    objective.eval()
+    assert out["score_mean"].item() == pytest.approx(217 / 255, abs=1e-6)
+    tokens = batch["tokens"][:, : int(batch["tokens"].argmax(-1).max()) + 1]
+    with torch.no_grad():
+        fresh = ga_token_scores(model, model.encode_image(batch["image"]), tokens, 2, "batch")
+    stored = objective.table.lookup(batch["caption"])[:, : tokens.shape[1]]
+    assert torch.allclose(stored * maskable_positions(tokens), torch.round(fresh * 255) / 255, atol=1e-6)
+    assert torch.allclose(objective.table.lookup(torch.tensor([4, 5])), torch.full((2, model.config.context_length), 217 / 255))  # never drawn

@@ -1,39 +1,47 @@
-"""SketchPedes ablation of GA-DMS: which part of the method buys what, under 30% caption noise.
+"""SketchPedes ablation of GA-DMS: which part of the method buys what, under caption noise.
 
 Our own test of the paper's ablation (its Table 4:
 base 56.75 -> similarity-score noise masking 63.29 -> GA score 63.87 -> + MTP 64.25
-R@1). Every arm trains the same small CLIP from scratch on the same SketchPedes set
-(30% of the TRAIN captions corrupted like web captions; val/test captions clean), for
-the same number of optimiser steps, with the same seeds, from the shipped
-``quickstart`` recipe; only the ``method`` section changes:
+R@1). As the paper starts from OpenAI CLIP, every arm starts from the SketchPedes BASE
+model (``--base auto``: plain contrastive training on 2000 clean identities of another
+seed, made once and cached; ``--base none``: random weights; ``--base DIR``: any model)
+and trains on the same SketchPedes set (``--noise`` of the TRAIN captions corrupted like
+web captions, 0.3 by default; val/test captions clean), for the same number of optimiser
+steps, with the same seeds, from the shipped ``quickstart`` recipe (at lr 1e-4 from the
+base); only the ``method`` section changes, and every arm spells out its score settings:
 
-==============  ======================================================================
-arm             method
-==============  ======================================================================
-clip            ``clip``: the alignment loss on the clean caption only (no masking, no MTP)
-similarity      noise masking by a plain token-image similarity score + align (MTP off)
-ga              noise masking by the GA score + align (MTP off)
-ga_mtp          GA score + align + MTP on informative-masked captions: full GA-DMS, ``online``
-ga_mtp_cached   full GA-DMS with the paper's ``cached`` score timing
-ga_mtp_sample   (not run by default) ga_mtp with the scores min-max normalised per caption
-                (docs/method.md's alternative) instead of over the batch
-random          (not run by default) noise masking by random scores + align: a control
-==============  ======================================================================
+====================  ================================================================
+arm                   method
+====================  ================================================================
+clip                  the alignment loss on the clean caption only (no masking, no MTP)
+random                noise masking by random scores + align (a control)
+similarity            noise masking by a plain token-image similarity score + align
+ga                    noise masking by the paper's GA score (all layers) + align
+ga_mtp                + MTP on informative-masked captions: full GA-DMS, ``online``
+ga_mtp_cached         full GA-DMS with the paper's ``cached`` score timing
+ga_sample_mtp         full GA-DMS, signed GA score min-max normalised per caption
+ga_rank_mtp           full GA-DMS, signed GA score as per-caption ranks
+ga_sample_mtp_cached  (not run by default) the same, cached
+ga_layers2_mtp        (not run by default) the paper's score over the last 2 of 3 layers
+mtp_only              (not run by default) MTP without noise masking
+====================  ================================================================
 
 "align" is the quickstart recipe's alignment loss (ITC at logit scale 10: from random
 weights SDM collapses, docs/recipes.md); ``--set method.alignment=sdm`` changes it for
 every arm. The model is selected on the VALIDATION split (the training loop keeps ``best/``) and
 evaluated once on the TEST split. Each finished (arm, seed) is stored in a JSON cache in
-``--out``; a rerun with the same settings skips it (so an interrupted ablation resumes).
-At the end the script prints mean +- std (sample standard deviation over seeds) of R@1
-and mAP per arm and writes ``ablation-sketchpedes.md`` + ``.json`` (table, per-seed
-figures, the exact command, machine, date) atomically into ``--results``
-(default ``docs/results/``; with ``--quick``, the ``--out`` folder).
+``--out``; a rerun with the same settings skips it (so an interrupted ablation resumes, and
+``--arms`` can be split across processes that share the cache). At the end the script prints
+mean +- std (sample standard deviation over seeds) of R@1 and mAP per arm and writes
+``ablation-sketchpedes[-noiseN].md`` + ``.json`` (table, per-seed figures, the exact command,
+machine, date) atomically into ``--results`` (default ``docs/results/``; with ``--quick``,
+the ``--out`` folder).
 
-    python benchmarks/ablation.py                          # 5 arms x 3 seeds, the quickstart's 320 steps each
-    python benchmarks/ablation.py --steps 600 --seeds 0 1 2 3 4
-    python benchmarks/ablation.py --minutes 4              # a time budget instead of steps
-    python benchmarks/ablation.py --data gadms-quickstart/sketchpedes --arms clip ga_mtp
+    python benchmarks/ablation.py                          # 8 arms x 3 seeds, 320 steps each, from the base
+    python benchmarks/ablation.py --threads 1 --arms clip random similarity ga ga_mtp_cached &   # two processes
+    python benchmarks/ablation.py --threads 1 --arms ga_mtp ga_sample_mtp ga_rank_mtp            # on 2 cores
+    python benchmarks/ablation.py --noise 0.5 --arms clip similarity ga_mtp_cached
+    python benchmarks/ablation.py --base none              # from random weights
     python benchmarks/ablation.py --quick                  # smoke run: tiny model, tiny data, few steps
 
 Prefer ``--steps`` (the default): every arm then takes exactly the same optimiser steps

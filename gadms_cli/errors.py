@@ -14,3 +14,10 @@ class GadmsError(Exception):
         if "\n" in message:
             raise ValueError("GadmsError messages must be one line")
         super().__init__(message)
+
+
+def one_line_reason(error: BaseException, limit: int = 160) -> str:
+    """``"TypeName: first line of the message"`` (cut to ``limit`` characters), for wrapping a
+    library's exception into a one-line :class:`GadmsError`."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:limit]}" if lines else type(error).__name__

@@ -29,7 +29,6 @@ import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -39,13 +38,13 @@ from accelerate.utils import ProjectConfiguration, broadcast_object_list, set_se
 from safetensors.torch import load_file, save_file
 
 from gadms_cli import progress
-from gadms_cli.errors import GadmsError
+from gadms_cli.errors import GadmsError, one_line_reason
 from gadms_cli.fileio import atomic_write
 from gadms_cli.launch_check import launch_mismatch
 from gadms_cli.optim import build_optimizer, build_scheduler
 from gadms_cli.recipe import Recipe, dump_recipe, load_recipe
+from gadms_cli.run_dir import STATE_FILE, complete_checkpoints, latest_checkpoint, new_run_dir, resolve_resume, step_of
 
-STATE_FILE = "trainer_state.json"
 TABLE_FILE = "score_table.safetensors"
 
 
@@ -74,50 +73,6 @@ class TrainResult:
     stopped_because: str  # finished | max_steps | time limit | stop_after
     model: object = None  # the trained PersonCLIP (unwrapped, on the training device)
     score_table: torch.Tensor | None = None  # the cached GA-score table (uint8), if the method keeps one
-
-
-# --- run directory ---------------------------------------------------------------
-
-
-def new_run_dir(recipe: Recipe) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path(recipe.train.output_dir) / f"{recipe.train.run_name}-{stamp}"
-
-
-def step_of(checkpoint: Path) -> int:
-    """N of a ``step-N`` folder."""
-    return int(checkpoint.name.split("-", 1)[1])
-
-
-def complete_checkpoints(checkpoints_dir: Path) -> list[Path]:
-    """The complete ``step-N`` folders under ``checkpoints_dir``, oldest first (incomplete ones are hidden temp names)."""
-    found = [p for p in checkpoints_dir.glob("step-*") if p.name.split("-", 1)[1].isdigit() and (p / STATE_FILE).is_file()]
-    return sorted(found, key=step_of)
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete ``checkpoints/step-N`` of a run."""
-    steps = complete_checkpoints(run_dir / "checkpoints")
-    return steps[-1] if steps else None
-
-
-def _reason(error: BaseException) -> str:
-    """A one-line reason for an exception (its type and first line)."""
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0][:160]}" if text else type(error).__name__
-
-
-def resolve_resume(resume: str) -> tuple[Path, Path]:
-    """``resume`` = a run dir (latest checkpoint) or a ``checkpoints/step-N`` dir -> (run_dir, checkpoint)."""
-    path = Path(resume)
-    if (path / STATE_FILE).is_file() and path.parent.name == "checkpoints":
-        return path.parent.parent, path
-    if not (path / "recipe.yaml").is_file():
-        raise GadmsError(f"--resume '{resume}': not a run directory (no recipe.yaml); pass runs/<name>-<time>")
-    checkpoint = latest_checkpoint(path)
-    if checkpoint is None:
-        raise GadmsError(f"--resume '{resume}': no complete checkpoint under {path / 'checkpoints'}; start a new run")
-    return path, checkpoint
 
 
 # --- model ---------------------------------------------------------------------
@@ -250,11 +205,11 @@ class Trainer:
         try:
             accelerate_load(rng)  # accelerate would skip an unreadable one with a log line only
         except Exception as error:  # noqa: BLE001 - any failure means exact resume is lost
-            raise GadmsError(f"{rng}: unreadable ({_reason(error)}); exact resume needs it; {hint}") from None
+            raise GadmsError(f"{rng}: unreadable ({one_line_reason(error)}); exact resume needs it; {hint}") from None
         try:
             acc.load_state(str(checkpoint))
         except Exception as error:  # noqa: BLE001 - refused pickles, truncated files, wrong shapes
-            raise GadmsError(f"{checkpoint}: cannot be restored ({_reason(error)}); {hint}") from None
+            raise GadmsError(f"{checkpoint}: cannot be restored ({one_line_reason(error)}); {hint}") from None
         self.state = TrainerState(**json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8")))
         self.scheduler.load_state_dict(self.state.scheduler)
         table = checkpoint / TABLE_FILE
@@ -264,7 +219,7 @@ class Trainer:
     def nonfinite_tensors(self) -> int:
         """How many parameter and optimiser-state tensors hold a NaN or an infinity."""
         tensors = [p.detach() for p in self.objective.parameters()]
-        for per_param in self.optimizer.state_dict().get("state", {}).values():
+        for per_param in self.optimizer.state.values():
             tensors += [v for v in per_param.values() if torch.is_tensor(v) and v.is_floating_point()]
         return sum(int(not torch.isfinite(t).all()) for t in tensors)
 
@@ -300,7 +255,7 @@ class Trainer:
         except (OSError, RuntimeError) as error:  # disk full, quota, permissions (torch.save raises RuntimeError)
             shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-written folder filling the disk
             raise GadmsError(
-                f"{final}: could not write the checkpoint ({_reason(error)}); its temporary folder was removed. "
+                f"{final}: could not write the checkpoint ({one_line_reason(error)}); its temporary folder was removed. "
                 f"Last complete checkpoint: {latest_checkpoint(self.run_dir) or 'none yet'}; free disk space, then --resume {self.run_dir}"
             ) from None
         if self.main:

@@ -8,12 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from gadms_cli.data.benchmarks import (
-    BENCHMARK_DIRS,
-    detect_format,
-    load_benchmark,
-    resolve_benchmark,
-)
+from gadms_cli.data.benchmark_files import BENCHMARK_DIRS, detect_format, resolve_benchmark
+from gadms_cli.data.benchmarks import load_benchmark
 from gadms_cli.errors import GadmsError
 
 

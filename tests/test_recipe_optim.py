@@ -4,7 +4,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 from torch import nn
 
 from gadms_cli.errors import GadmsError

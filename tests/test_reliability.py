@@ -347,7 +347,7 @@ def test_waiting_for_the_index_lock_is_said(tmp_path, capsys):
     import threading
     import time
 
-    from gadms_cli.retrieve.gallery_index import _exclusive_lock
+    from gadms_cli.retrieve.gallery_files import exclusive_lock
 
     folder = tmp_path / "index"
     folder.mkdir()
@@ -355,7 +355,7 @@ def test_waiting_for_the_index_lock_is_said(tmp_path, capsys):
     fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
     threading.Timer(0.3, lambda: fcntl.flock(holder.fileno(), fcntl.LOCK_UN)).start()
     started = time.monotonic()
-    with _exclusive_lock(folder):
+    with exclusive_lock(folder):
         waited = time.monotonic() - started
     holder.close()
     assert waited >= 0.25

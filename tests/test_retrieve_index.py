@@ -18,10 +18,10 @@ from gadms_cli.errors import GadmsError
 from gadms_cli.model.checkpoint import load_checkpoint, save_checkpoint
 from gadms_cli.model.factory import create_person_clip
 from gadms_cli.retrieve.fingerprint import model_fingerprint
+from gadms_cli.retrieve.gallery_files import find_images
 from gadms_cli.retrieve.gallery_index import (
     INDEX_DIRNAME,
     MANIFEST_FILE,
-    find_images,
     index_directory,
     load_index,
     update_index,

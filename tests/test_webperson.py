@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from gadms_cli.data import webperson
+from gadms_cli.data import json_stream, webperson
 from gadms_cli.data.webperson import JsonWebPerson, ParquetWebPerson, open_webperson
 from gadms_cli.errors import GadmsError
 
@@ -169,7 +169,7 @@ def test_gadms_json_list_layout_of_the_public_code(tmp_path, monkeypatch):
     listed.write_text(json.dumps([{key: value} for key, value in expected[:4]] + [dict(expected[4:])]))
     json_file.unlink()
     for chunk in (3, 64, 1 << 20):
-        monkeypatch.setattr(webperson, "_CHUNK_CHARS", chunk)
+        monkeypatch.setattr(json_stream, "_CHUNK_CHARS", chunk)
         got = [(r.image_path, {"caption1": r.caption1, "caption2": r.caption2}) for r in open_webperson(tmp_path / "gadms")]
         assert got == expected
     listed.write_text("[]")
@@ -180,7 +180,7 @@ def test_gadms_json_parser_across_chunk_boundaries(tmp_path, monkeypatch):
     json_file = build_gadms_json(tmp_path / "gadms", count=7)
     expected = list(json.loads(json_file.read_text()).items())
     for chunk in (1, 2, 3, 7, 64):
-        monkeypatch.setattr(webperson, "_CHUNK_CHARS", chunk)
+        monkeypatch.setattr(json_stream, "_CHUNK_CHARS", chunk)
         got = [(r.image_path, {"caption1": r.caption1, "caption2": r.caption2}) for r in JsonWebPerson(json_file)]
         assert got == expected
 

@@ -17,11 +17,11 @@ from PIL import Image
 
 from gadms_cli.data.transforms import AugmentConfig, train_transform
 from gadms_cli.data.webperson import HubWebPerson, open_webperson
+from gadms_cli.data.webperson_order import parquet_blocks
 from gadms_cli.data.webperson_training import (
     WebPersonBatches,
     hub_num_rows,
     load_batches,
-    parquet_blocks,
     plan_epoch,
     stream_rows,
     webperson_train_data,

@@ -52,7 +52,7 @@ def eval_command(
     import torch
     from rich.table import Table
 
-    from gadms_cli.data.benchmarks import resolve_benchmark
+    from gadms_cli.data.benchmark_files import resolve_benchmark
     from gadms_cli.evaluate import evaluate_benchmark
     from gadms_cli.fileio import atomic_write, require_writable
     from gadms_cli.model.resolve import load_model

@@ -38,7 +38,8 @@ class DerivedTemplates:
 
 def read_captions(paths: list[str]) -> list[str]:
     """Captions from each path: a ``.txt`` (one per line), a benchmark folder (train split), or WebPerson."""
-    from gadms_cli.data.benchmarks import is_benchmark_folder, load_benchmark
+    from gadms_cli.data.benchmark_files import is_benchmark_folder
+    from gadms_cli.data.benchmarks import load_benchmark
     from gadms_cli.data.webperson import open_webperson
 
     captions: list[str] = []

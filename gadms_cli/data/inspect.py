@@ -20,13 +20,8 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from gadms_cli.data.benchmarks import (
-    BENCHMARK_DIRS,
-    image_problem,
-    is_benchmark_folder,
-    load_benchmark,
-    word_stats,
-)
+from gadms_cli.data.benchmark_files import BENCHMARK_DIRS, image_problem, is_benchmark_folder
+from gadms_cli.data.benchmarks import load_benchmark, word_stats
 from gadms_cli.data.webperson import (
     JSON_IMAGE_DIR,
     open_shard,

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import glob
 import io
-import json
 import os
 import re
 import socket
@@ -42,6 +41,7 @@ from typing import Iterator
 from urllib.parse import urlparse
 
 from gadms_cli.data.benchmarks import path_escape_reason
+from gadms_cli.data.json_stream import JsonObjectStream
 from gadms_cli.errors import GadmsError
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("image", "caption1", "caption2")
@@ -316,101 +316,6 @@ class HubWebPerson:
 
 # --- GA-DMS JSON --------------------------------------------------------------------
 
-_WHITESPACE = re.compile(r"[ \t\n\r]*")
-_CHUNK_CHARS = 1 << 20
-
-
-class _JsonObjectStream:
-    """Reads the top-level ``{key: value, ...}`` of a JSON file one (key, value) pair at a time."""
-
-    def __init__(self, handle, path: Path) -> None:
-        self.handle = handle
-        self.path = path
-        self.buffer = ""
-        self.pos = 0
-        self.at_eof = False
-        self.decoder = json.JSONDecoder()
-
-    def _read_more(self) -> bool:
-        chunk = self.handle.read(_CHUNK_CHARS)
-        if not chunk:
-            self.at_eof = True
-            return False
-        self.buffer = self.buffer[self.pos:] + chunk
-        self.pos = 0
-        return True
-
-    def _next_char(self) -> str:
-        """The next non-whitespace character (not consumed), or "" at the end of the file."""
-        while True:
-            self.pos = _WHITESPACE.match(self.buffer, self.pos).end()
-            if self.pos < len(self.buffer):
-                return self.buffer[self.pos]
-            if not self._read_more():
-                return ""
-
-    def _expect(self, allowed: str, where: str) -> str:
-        char = self._next_char()
-        if not char or char not in allowed:
-            found = repr(char) if char else "the end of the file"
-            raise GadmsError(
-                f"{self.path}: invalid JSON {where}: expected {' or '.join(repr(c) for c in allowed)}, found {found}; "
-                f"the file is damaged or truncated"
-            )
-        self.pos += 1
-        return char
-
-    def _value(self, where: str):
-        self._next_char()
-        while True:
-            try:
-                value, end = self.decoder.raw_decode(self.buffer, self.pos)
-            except json.JSONDecodeError as exc:
-                if self._read_more():  # the value may just be cut by the chunk boundary
-                    continue
-                raise GadmsError(f"{self.path}: invalid JSON {where} ({exc.msg}); the file is damaged or truncated") from None
-            if end == len(self.buffer) and not self.at_eof and self._read_more():
-                continue  # a number cut at the boundary would parse short: read on and parse again
-            self.pos = end
-            return value
-
-    def items(self) -> Iterator[tuple[str, object]]:
-        """(key, value) pairs of the top-level object, or of every object of a top-level list
-        (the public GA-DMS code's layout: ``[{path: {...}}, {path: {...}}, ...]``)."""
-        if self._expect("{[", "at the start (GA-DMS annotations are one JSON object or a list of objects)") == "[":
-            yield from self._list_items()
-            return
-        if self._next_char() == "}":
-            return
-        entry = 0
-        while True:
-            where = f"at entry {entry}"
-            key = self._value(where)
-            if not isinstance(key, str):
-                raise GadmsError(f"{self.path}: invalid JSON {where}: object keys must be strings")
-            self._expect(":", where)
-            yield key, self._value(where)
-            entry += 1
-            if self._expect(",}", f"after entry {entry - 1}") == "}":
-                return
-
-
-    def _list_items(self) -> Iterator[tuple[str, object]]:
-        if self._next_char() == "]":
-            self.pos += 1
-            return
-        element = 0
-        while True:
-            where = f"at list element {element}"
-            value = self._value(where)
-            if not isinstance(value, dict):
-                raise GadmsError(f"{self.path}: {where} is a JSON {type(value).__name__}, not an object of image path -> captions")
-            yield from value.items()
-            element += 1
-            if self._expect(",]", f"after list element {element - 1}") == "]":
-                return
-
-
 class JsonWebPerson:
     """The GA-DMS JSON variant: ``{relative_image_path: {"caption1", "caption2"}}`` + ``images/`` beside it."""
 
@@ -436,7 +341,7 @@ class JsonWebPerson:
             raise GadmsError(f"{self.json_file}: cannot read it ({exc.strerror})") from None
         with handle:
             try:
-                for position, (relative, value) in enumerate(_JsonObjectStream(handle, self.json_file).items()):
+                for position, (relative, value) in enumerate(JsonObjectStream(handle, self.json_file).items()):
                     if position % self.num_shards != self.index:
                         continue
                     yield self._record(position, relative, value)

@@ -50,27 +50,25 @@ files when their number divides evenly, and files differ in size).
 
 from __future__ import annotations
 
-import copy
 import sys
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from gadms_cli.data.webperson import HubWebPerson, JsonWebPerson, ParquetWebPerson, WebPersonRecord, open_webperson
+from gadms_cli.data.webperson_order import BLOCK_ROWS, read_order, shuffle_buffer, stream_source, take_rows
 from gadms_cli.errors import GadmsError
 from gadms_cli.progress import track
 
 SHUFFLE_BUFFER_ROWS = 1024  # rows a stream holds to mix its order (parquet/Hub rows carry image bytes: ~30 MB)
 JSON_SHUFFLE_BUFFER_ROWS = 16384  # GA-DMS JSON rows carry only a path and two captions
-BLOCK_ROWS = 512  # parquet rows read as one unit of the shuffled read order (whole row groups)
 LOOKBACK_ROWS = 256  # how far back a batch with no readable image looks for a stand-in ...
 LOOKAHEAD_ROWS = 4096  # ... and then how far ahead
-_HUB_READ_ROWS = 64  # rows fetched from a Hub stream at a time
 
 Tokenize = Callable[[list[str]], torch.Tensor]
 Transform = Callable[[object], torch.Tensor]
@@ -158,107 +156,6 @@ def plan_epoch(rows: list[list[int]], images_per_batch: int, grad_accumulation: 
         images_per_batch=images_per_batch,
         batches_per_epoch=limit - limit % grad_accumulation,
     )
-
-
-# --- one stream: its rows in the epoch's order --------------------------------------
-
-
-class _RowStream:
-    """A ``datasets.IterableDataset`` read row by row through ``.iter(batch_size)``.
-
-    ``iter(dataset)`` inside a DataLoader worker splits the rows again among the workers;
-    here every worker already has its own stream, so that second split would drop rows.
-    """
-
-    def __init__(self, dataset, read_rows: int = _HUB_READ_ROWS) -> None:
-        self.dataset = dataset
-        self.read_rows = read_rows
-
-    def __iter__(self) -> Iterator[dict]:
-        for batch in self.dataset.iter(batch_size=self.read_rows):
-            names = list(batch)
-            for i in range(len(batch[names[0]])):
-                yield {name: batch[name][i] for name in names}
-
-
-def stream_source(source, num_processes: int, process: int, num_streams: int, stream: int):
-    """The rows of stream ``stream`` of process ``process`` (see :func:`stream_rows`)."""
-    if isinstance(source, HubWebPerson):
-        from datasets.distributed import split_dataset_by_node
-
-        total, index = num_processes * num_streams, process + num_processes * stream
-        split = split_dataset_by_node(source.stream, rank=index, world_size=total)
-        return HubWebPerson(source.dataset_id, source.split, total, index, stream=_RowStream(split))
-    return source.shard(num_processes, process).shard(num_streams, stream)
-
-
-def parquet_blocks(source: ParquetWebPerson, block_rows: int = BLOCK_ROWS) -> list[tuple[int, int]]:
-    """``[start, end)`` global row ranges covering the source's rows: runs of whole row groups of one
-    file, each at least ``block_rows`` rows long (except a file's last), cut to the source's range."""
-    start, end = source.row_range
-    blocks: list[tuple[int, int]] = []
-    offset = 0
-    for group_rows in source.row_group_rows:
-        block_start = block_end = None
-        for rows in group_rows:
-            low, high = max(offset, start), min(offset + rows, end)
-            offset += rows
-            if low >= high:
-                continue
-            block_start = low if block_start is None else block_start
-            block_end = high
-            if block_end - block_start >= block_rows:
-                blocks.append((block_start, block_end))
-                block_start = None
-        if block_start is not None:
-            blocks.append((block_start, block_end))
-    return blocks
-
-
-def _parquet_range(source: ParquetWebPerson, start: int, end: int) -> ParquetWebPerson:
-    """The same files limited to global rows ``[start, end)`` (no footer is read again)."""
-    part = copy.copy(source)
-    part.row_range = (start, end)
-    return part
-
-
-def read_order(source, rng: np.random.Generator, block_rows: int = BLOCK_ROWS) -> Iterator[WebPersonRecord]:
-    """One pass over a stream's rows: parquet blocks in an ``rng``-shuffled order; other sources as stored."""
-    if not isinstance(source, ParquetWebPerson):
-        yield from source
-        return
-    blocks = parquet_blocks(source, block_rows)
-    for index in rng.permutation(len(blocks)):
-        yield from _parquet_range(source, *blocks[index])
-
-
-def take_rows(passes: Callable[[], Iterable[WebPersonRecord]], count: int, where: str) -> Iterator[WebPersonRecord]:
-    """The first ``count`` rows of ``passes()``, starting a new pass when one runs out (Hub shares that
-    are shorter than their estimate)."""
-    taken = 0
-    while taken < count:
-        before = taken
-        for record in passes():
-            yield record
-            taken += 1
-            if taken == count:
-                return
-        if taken == before:
-            raise GadmsError(f"{where}: a data stream has no rows; use fewer data.num_workers or processes")
-
-
-def shuffle_buffer(records: Iterable[WebPersonRecord], size: int, rng: np.random.Generator) -> Iterator[WebPersonRecord]:
-    """Bounded shuffle: hold ``size`` rows, emit a random one as each new row arrives, shuffle the rest at the end."""
-    buffer: list[WebPersonRecord] = []
-    for record in records:
-        if len(buffer) < size:
-            buffer.append(record)
-            continue
-        slot = int(rng.integers(size))
-        yield buffer[slot]
-        buffer[slot] = record
-    rng.shuffle(buffer)
-    yield from buffer
 
 
 # --- decoding and batches --------------------------------------------------------------

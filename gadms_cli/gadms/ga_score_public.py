@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gadms_cli.errors import GadmsError
-from gadms_cli.gadms.ga_score import _clip_of, _image_features
+from gadms_cli.gadms.ga_score import ScoreLayers, _clip_of, _image_features, resolve_score_layers
 from gadms_cli.model.text_taps import _plain_block, project_text
 
 _EPS = 1e-8
@@ -67,17 +67,18 @@ def _single_head_block(block: nn.Module, x: torch.Tensor, mask: torch.Tensor) ->
 
 
 def public_ga_token_scores(
-    model: nn.Module, images_or_features: torch.Tensor, tokens: torch.Tensor, num_layers: int = 8
+    model: nn.Module, images_or_features: torch.Tensor, tokens: torch.Tensor, num_layers: ScoreLayers = 8
 ) -> torch.Tensor:
     """The public code's GA score (see the module docstring): [B, T] in [0, 1] for the given
-    ``tokens`` [B, T] (computed at the full context, returned for the first T positions), detached."""
+    ``tokens`` [B, T] (computed at the full context, returned for the first T positions), detached.
+    ``num_layers``: as for :func:`~gadms_cli.gadms.ga_score.resolve_score_layers`."""
     clip = _clip_of(model)
     image = F.normalize(_image_features(model, images_or_features).float(), dim=-1)
     batch, length = tokens.shape
     context = clip.positional_embedding.shape[0]
     full = F.pad(tokens, (0, context - length))  # zero padding, as IRRA's tokenizer writes it
     blocks = clip.transformer.resblocks
-    taps = min(int(num_layers), len(blocks))
+    taps = resolve_score_layers(num_layers, len(blocks))
     dtype = clip.token_embedding.weight.dtype
     mask = clip.attn_mask.to(dtype)
     batch_first = getattr(clip.transformer, "batch_first", True)

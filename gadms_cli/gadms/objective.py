@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from gadms_cli.gadms import masking
-from gadms_cli.gadms.ga_score import _clip_of, ga_token_scores, resolve_score_layers, similarity_token_scores
+from gadms_cli.gadms.ga_score import ga_token_scores, similarity_token_scores
 from gadms_cli.gadms.ga_score_public import public_ga_token_scores
 from gadms_cli.gadms.losses import distributed, id_loss, itc_loss, mtp_loss, sdm_loss
 from gadms_cli.gadms.score_table import ScoreTable
@@ -75,9 +75,7 @@ class RetrievalObjective(nn.Module):
         """Detached scores [B, T] in [0, 1] of the clean captions, by ``method.token_score``."""
         kind = self.method.token_score
         if kind == "ga" and self.method.score_variant == "public":
-            depth = len(_clip_of(self.model).transformer.resblocks)
-            layers = resolve_score_layers(self.method.score_layers, depth)
-            return public_ga_token_scores(self.model, image_emb.detach(), tokens, layers)
+            return public_ga_token_scores(self.model, image_emb.detach(), tokens, self.method.score_layers)
         if kind == "ga":
             return ga_token_scores(
                 self.model, image_emb.detach(), tokens, self.method.score_layers, self.method.score_normalize,

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from gadms_cli.errors import GadmsError
+from gadms_cli.errors import GadmsError, one_line_reason
 from gadms_cli.model.pos_embed import adapt_text_pos_embed, resize_visual_pos_embed, square_grid
 
 
@@ -99,9 +99,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 "torch.save({'model': torch.load(P, weights_only=False)['model']}, 'clean.pth')"
             ) from None
         except (RuntimeError, EOFError, OSError, ValueError) as error:
-            first = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
             raise GadmsError(
-                f"{path}: not a readable torch weights file ({first}); re-download or re-save it"
+                f"{path}: not a readable torch weights file ({one_line_reason(error)}); re-download or re-save it"
             ) from None
     for key in ("state_dict", "model"):
         if isinstance(raw, dict) and _is_tensor_dict(raw.get(key)):

@@ -39,16 +39,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import secrets
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable
 
 import torch
 from torch import nn
@@ -57,11 +55,10 @@ from gadms_cli.encode import encode_images
 from gadms_cli.errors import GadmsError
 from gadms_cli.fileio import atomic_path, atomic_write
 from gadms_cli.progress import track
+from gadms_cli.retrieve.gallery_files import IMAGE_SUFFIXES, LOCK_FILE, exclusive_lock, file_sha256, find_images
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 INDEX_DIRNAME = ".gadms"
 MANIFEST_FILE = "index.json"
-LOCK_FILE = ".lock"
 EMBEDDINGS_PREFIX = "embeddings-"
 FAISS_PREFIX = "faiss-"
 FORMAT = "gadms-gallery-index"
@@ -148,60 +145,6 @@ def index_directory(gallery: str | os.PathLike, fingerprint: str, index_root: st
     """This model's index folder: ``(index_root or GALLERY/.gadms) / fingerprint[:16]``."""
     root = Path(index_root) if index_root is not None else Path(gallery) / INDEX_DIRNAME
     return root.expanduser().resolve() / fingerprint[:FINGERPRINT_DIGITS]
-
-
-def find_images(gallery: Path, skip: Sequence[Path] = ()) -> list[tuple[str, os.stat_result]]:
-    """``(relative POSIX path, stat)`` of every image under ``gallery``, sorted by path.
-
-    Hidden files and folders are skipped, and so is every folder in ``skip`` (an index
-    folder kept inside the gallery under a visible name). Symbolic links to files count.
-    """
-    skip_set = {p.resolve() for p in skip}
-    found: list[tuple[str, os.stat_result]] = []
-    for folder, dirs, files in os.walk(gallery):
-        here = Path(folder)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (here / d).resolve() not in skip_set)
-        for name in sorted(files):
-            if name.startswith(".") or not name.lower().endswith(IMAGE_SUFFIXES):
-                continue
-            path = here / name
-            try:
-                stat = path.stat()
-            except OSError:  # a dangling link or a file deleted while we walk
-                continue
-            found.append((path.relative_to(gallery).as_posix(), stat))
-    found.sort(key=lambda item: item[0])
-    return found
-
-
-def file_sha256(path: Path, chunk_bytes: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk_bytes):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-@contextlib.contextmanager
-def _exclusive_lock(directory: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``directory/.lock`` (POSIX flock; no lock where fcntl is missing),
-    so two processes updating one index take turns instead of deleting each other's files."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with open(directory / LOCK_FILE, "a+b") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"waiting for another gadms process that is updating the index in {directory} ...", file=sys.stderr, flush=True)
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 # --- reading and writing ------------------------------------------------------------
@@ -356,7 +299,7 @@ def update_index(
             f"cannot write the index folder {directory} ({type(error).__name__}); pass --index PATH to keep it elsewhere"
         ) from None
     report = IndexReport(directory=directory)
-    with _exclusive_lock(directory):
+    with exclusive_lock(directory):
         updater = _Update(model, root, directory, fingerprint, transform, model_name, report)
         index = updater.run(batch_size, num_workers, chunk_files, save_interval_s)
     report.images = len(index)

@@ -411,9 +411,11 @@ def evaluate_benchmark(
     ranking_k: int = 0,
     name: str | None = None,
     clean: bool = False,
+    interpolation: str = "bilinear",
 ) -> dict:
     """Load the benchmark folder ``root`` and evaluate ``model`` on ``split`` (records counted as
-    IRRA counts them unless ``clean``: see :func:`~gadms_cli.data.benchmarks.load_benchmark`).
+    IRRA counts them unless ``clean``: see :func:`~gadms_cli.data.benchmarks.load_benchmark`);
+    ``interpolation``: the resize filter, ``bilinear`` (IRRA's) or ``bicubic`` (CLIP's).
 
     Returns ``{"bench", "format", "root", "split", "R1", "R5", "R10", "mAP", "mINP", "queries",
     "gallery", "problems"}`` (``problems``: the benchmark's warnings, skipped images included; plus
@@ -439,7 +441,7 @@ def evaluate_benchmark(
         model,
         data,
         Tokenizer(config.context_length),
-        eval_transform(tuple(config.image_size)),
+        eval_transform(tuple(config.image_size), interpolation),
         image_batch_size=image_batch_size,
         num_workers=num_workers,
         return_similarity=ranking_k > 0,

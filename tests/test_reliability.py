@@ -433,3 +433,19 @@ def test_readers_count_like_irra_unless_cleaned(tmp_path):
     result = run_cli("eval", "--bench", root, "--model", "gadms-tiny", "--image-size", "96x32", "--workers", 0, "--json", tmp_path / "r.json")
     assert result.exit_code == 0, result.output
     assert "as IRRA counts them" in result.output
+
+
+def test_eval_resize_filter_is_a_flag(tmp_path):
+    """--interpolation takes bilinear (the default, IRRA's) and bicubic (CLIP's); an unknown filter is one line."""
+    from PIL import Image
+
+    records = [record(1, "test/a.jpg"), record(2, "test/b.jpg")]
+    root = cuhk_folder(tmp_path / "bench", records)
+    for name in ("a", "b"):
+        Image.effect_noise((50, 150), 90).convert("RGB").save(root / "imgs" / "test" / f"{name}.jpg")
+    for interpolation in ("bilinear", "bicubic"):
+        result = run_cli("eval", "--bench", root, "--model", "gadms-tiny", "--image-size", "96x32", "--workers", 0,
+                         "--interpolation", interpolation)
+        assert result.exit_code == 0, result.output
+    bad = run_cli("eval", "--bench", root, "--model", "gadms-tiny", "--interpolation", "nearest")
+    assert bad.exit_code == 1 and "--interpolation nearest: choose bilinear or bicubic" in bad.output

@@ -44,6 +44,7 @@ def eval_command(
     batch_size: int = typer.Option(128, "--batch-size", help="Images per encoding batch."),
     workers: int = typer.Option(2, "--workers", help="Image decoding processes."),
     skip_missing: bool = typer.Option(False, "--skip-missing", help="Leave out gallery images that are missing or unreadable."),
+    interpolation: str = typer.Option("bilinear", "--interpolation", help="Resize filter: bilinear (IRRA, the public GA-DMS code) or bicubic (CLIP)."),
     clean_annotations: bool = typer.Option(
         False, "--clean-annotations", help="Merge repeated image records and drop empty captions (default: count them as IRRA does)."
     ),
@@ -57,6 +58,10 @@ def eval_command(
     from gadms_cli.fileio import atomic_write, require_writable
     from gadms_cli.model.resolve import load_model
 
+    from gadms_cli.errors import GadmsError
+
+    if interpolation not in ("bilinear", "bicubic"):
+        raise GadmsError(f"--interpolation {interpolation}: choose bilinear or bicubic")
     for flag, target in (("--json", json_out), ("--save-ranking", save_ranking)):
         if target:
             require_writable(target, flag)
@@ -74,7 +79,7 @@ def eval_command(
             evaluate_benchmark(
                 net, root, split, skip_missing=skip_missing, image_batch_size=batch_size, num_workers=workers,
                 ranking_k=top_k if save_ranking else 0, name=name.lower() if name.lower() in ALL else None,
-                clean=clean_annotations,
+                clean=clean_annotations, interpolation=interpolation,
             )
         )
     table = Table(title=f"text-to-image retrieval ({split} split)")

@@ -44,11 +44,20 @@ PREDICATES: dict[str, Callable[[dict], bool]] = {
 }
 
 
-def fit_logistic(features: torch.Tensor, labels: torch.Tensor, l2: float = 1e-4, iterations: int = 300):
-    """Logistic regression by L-BFGS: returns (weights [D], bias []) minimising mean BCE + l2 * |w|^2.
+def standardised(features: list[torch.Tensor]) -> list[torch.Tensor]:
+    """[train, test] features scaled to zero mean, unit variance per dimension by the train split's statistics."""
+    mean, std = features[0].mean(0), features[0].std(0) + 1e-3
+    return [(f - mean) / std for f in features]
 
-    features: float32 [N, D]; labels: float32 [N] of 0/1.
+
+def fit_logistic(features: torch.Tensor, labels: torch.Tensor, l2: float = 1e-4, iterations: int = 300):
+    """Logistic regression by L-BFGS: returns (weights [D], bias []) minimising class-balanced BCE + l2 * |w|^2.
+
+    features: float32 [N, D]; labels: float32 [N] of 0/1. Positives and negatives weigh half
+    the loss each, so a rare attribute is not ignored (balanced accuracy is the score).
     """
+    positives = labels.mean().clamp(1e-3, 1 - 1e-3)
+    sample_weights = torch.where(labels > 0.5, 0.5 / positives, 0.5 / (1 - positives))
     weights = torch.zeros(features.shape[1], requires_grad=True)
     bias = torch.zeros((), requires_grad=True)
     optimiser = torch.optim.LBFGS([weights, bias], max_iter=iterations, line_search_fn="strong_wolfe")
@@ -56,7 +65,7 @@ def fit_logistic(features: torch.Tensor, labels: torch.Tensor, l2: float = 1e-4,
     def closure():
         optimiser.zero_grad()
         logits = features @ weights + bias
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels) + l2 * weights.square().sum()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, weight=sample_weights) + l2 * weights.square().sum()
         loss.backward()
         return loss
 
@@ -89,10 +98,51 @@ def pixel_features(paths: list[Path], size: tuple[int, int] = (48, 16)) -> torch
     return torch.stack(rows)
 
 
+def split_of(folder: Path, split: str) -> tuple[list[dict], list[Path]]:
+    """(attributes, image paths) of one split of a SketchPedes folder."""
+    lines = (folder / "attributes.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [r for r in map(json.loads, filter(None, lines)) if r["split"] == split]
+    if not rows:
+        raise SystemExit(f"no '{split}' images in {folder / 'attributes.jsonl'}")
+    return [r["attributes"] for r in rows], [folder / "imgs" / r["file_path"] for r in rows]
+
+
+def probe(retriever, train_folder: Path, test_folder: Path, with_pixels: bool = True) -> dict[str, dict[str, dict[str, float]]]:
+    """Probe scores per feature kind ("embedding", "pixels") and predicate: fit on train_folder's train split, score on test_folder's test split."""
+    (train_attributes, train_paths), (test_attributes, test_paths) = split_of(train_folder, "train"), split_of(test_folder, "test")
+    features = {"embedding": [
+        torch.nn.functional.normalize(retriever.encode_image_files(paths).float(), dim=-1)
+        for paths in (train_paths, test_paths)
+    ]}
+    if with_pixels:
+        features["pixels"] = [pixel_features(paths) for paths in (train_paths, test_paths)]
+    # Every feature set standardised per dimension with the train statistics: an L2-normalised
+    # embedding varies by ~1e-2 per dimension, where L-BFGS stops at its gradient tolerance
+    # before it has moved (it then predicts the majority class everywhere).
+    features = {kind: standardised(pair) for kind, pair in features.items()}
+    results: dict[str, dict[str, dict[str, float]]] = {kind: {} for kind in features}
+    for name, predicate in PREDICATES.items():
+        train_labels = torch.tensor([predicate(a) for a in train_attributes])
+        test_labels = torch.tensor([predicate(a) for a in test_attributes])
+        for kind, (train_features, test_features) in features.items():
+            weights, bias = fit_logistic(train_features, train_labels.float(), l2=1e-2)
+            results[kind][name] = probe_scores(test_features @ weights + bias > 0, test_labels)
+    return results
+
+
+def probe_folder(model_dir: Path, train_folder: Path, test_folder: Path) -> dict[str, float]:
+    """Balanced accuracy of the embedding probe per predicate (for other scripts)."""
+    from gadms_cli.retrieve import Retriever
+
+    results = probe(Retriever(model_dir), train_folder, test_folder, with_pixels=False)
+    return {name: round(scores["balanced_accuracy"], 3) for name, scores in results["embedding"].items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="run dir / checkpoint (default: $GADMS_MODEL, then the quickstart's)")
     parser.add_argument("--sketchpedes", type=Path, required=True, help="folder written by 'gadms synth --out'")
+    parser.add_argument("--test-sketchpedes", type=Path, default=None, help="take the test images from this folder instead")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
 
@@ -103,33 +153,9 @@ def main() -> None:
     from gadms_cli.fileio import atomic_write
     from gadms_cli.retrieve import Retriever
 
-    lines = (args.sketchpedes / "attributes.jsonl").read_text(encoding="utf-8").splitlines()
-    records = [json.loads(line) for line in lines if line]
     progress.enable(True)
     retriever = Retriever(args.model)
-
-    def split_of(split: str) -> tuple[list[dict], list[Path]]:
-        rows = [r for r in records if r["split"] == split]
-        if not rows:
-            raise SystemExit(f"no '{split}' images in {args.sketchpedes / 'attributes.jsonl'}")
-        return [r["attributes"] for r in rows], [args.sketchpedes / "imgs" / r["file_path"] for r in rows]
-
-    (train_attributes, train_paths), (test_attributes, test_paths) = split_of("train"), split_of("test")
-    embedding = [
-        torch.nn.functional.normalize(retriever.encode_image_files(paths).float(), dim=-1)
-        for paths in (train_paths, test_paths)
-    ]
-    pixels = [pixel_features(paths) for paths in (train_paths, test_paths)]
-    mean, std = pixels[0].mean(0), pixels[0].std(0) + 1e-3
-    pixels = [(p - mean) / std for p in pixels]
-
-    results: dict[str, dict[str, dict[str, float]]] = {"embedding": {}, "pixels": {}}
-    for name, predicate in PREDICATES.items():
-        train_labels = torch.tensor([predicate(a) for a in train_attributes])
-        test_labels = torch.tensor([predicate(a) for a in test_attributes])
-        for kind, (train_features, test_features), l2 in (("embedding", embedding, 1e-4), ("pixels", pixels, 1e-2)):
-            weights, bias = fit_logistic(train_features, train_labels.float(), l2=l2)
-            results[kind][name] = probe_scores(test_features @ weights + bias > 0, test_labels)
+    results = probe(retriever, args.sketchpedes, args.test_sketchpedes or args.sketchpedes)
 
     table = Table(title=f"linear probes, model {retriever.model_name} (fit on train, scored on test)")
     for column in ("attribute", "majority", "embedding accuracy", "embedding balanced", "pixels balanced"):

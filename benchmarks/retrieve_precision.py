@@ -4,13 +4,22 @@ SketchPedes (``gadms synth --out DIR``) writes the true attributes of every imag
 ``DIR/attributes.jsonl``, so whether a retrieved image matches a query such as "a woman
 wearing a red coat" can be checked exactly: gender female, top type coat, top colour red.
 
-Queries come from five families of attribute predicates, each written as a short sentence:
+Queries come from nine families of attribute predicates, each written as a short sentence.
+An attribute is one fact a user states: the gender, or one item (with or without its colour).
+One attribute:
+
+- ``gender``: gender                             "a woman"
+- ``colour``: top colour + type, any gender      "a person in a green jacket"
+- ``carry``:  bag type, any gender               "a person carrying a backpack"
+- ``hat``:    hat type, any gender               "a person wearing a cap"
+- ``length``: hair length, any gender            "a person with long hair"
+
+Two attributes:
 
 - ``top``:    gender + top colour + top type     "a woman wearing a red coat"
 - ``bottom``: gender + bottom colour + type      "a man wearing blue jeans"
 - ``hair``:   gender + hair length + colour      "a woman with long black hair"
 - ``bag``:    gender + bag type                  "a man carrying a backpack"
-- ``colour``: top colour + type, any gender      "a person in a green jacket"
 
 "a woman wearing a red coat" (the issue's example) is always evaluated. For each family the
 ``--per-family`` predicates with the most matching gallery images are added, among those
@@ -35,7 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-FAMILIES = ("top", "bottom", "hair", "bag", "colour")
+FAMILIES = ("gender", "colour", "carry", "hat", "length", "top", "bottom", "hair", "bag")
+ATTRIBUTES = {"gender": 1, "colour": 1, "carry": 1, "hat": 1, "length": 1, "top": 2, "bottom": 2, "hair": 2, "bag": 2}
 ISSUE_QUERY = ("top", ("female", "coat", "red"))
 PLURAL = {"trousers", "jeans", "shorts"}
 HAIR_COLOUR = {"yellow": "blond"}
@@ -64,6 +74,16 @@ def _garment(attributes: dict, slot: str) -> tuple[str | None, str | None]:
 def key_of(family: str, attributes: dict) -> tuple | None:
     """The predicate of ``family`` that an image with ``attributes`` satisfies (None if it has no such item)."""
     gender = attributes["gender"]
+    if family == "gender":
+        return (gender,)
+    if family == "carry":
+        kind, _ = _garment(attributes, "bag")
+        return (kind,) if kind else None
+    if family == "hat":
+        kind, _ = _garment(attributes, "hat")
+        return (kind,) if kind else None
+    if family == "length":
+        return (_garment(attributes, "hair")[0],)
     if family == "top":
         kind, colour = _garment(attributes, "top")
         return (gender, kind, colour)
@@ -82,6 +102,14 @@ def key_of(family: str, attributes: dict) -> tuple | None:
 
 def sentence(family: str, key: tuple) -> str:
     """The query text of a predicate, worded like SketchPedes captions."""
+    if family == "gender":
+        return f"a {NOUN[key[0]]}"
+    if family == "carry":
+        return f"a person carrying {article(key[0])} {key[0]}"
+    if family == "hat":
+        return f"a person wearing {article(key[0])} {key[0]}"
+    if family == "length":
+        return f"a person with {HAIR_LENGTH.get(key[0], key[0])} hair"
     if family == "top":
         gender, kind, colour = key
         return f"a {NOUN[gender]} wearing {article(colour)} {colour} {kind}"
@@ -147,7 +175,7 @@ def main() -> None:
         relevant = sum(query.matches(a) for a in attributes_of.values())
         hits = [query.matches(attributes_of[h.relative_path]) for h in result.hits]
         rows.append({
-            "query": query.text, "family": query.family, "relevant": relevant,
+            "query": query.text, "family": query.family, "attributes": ATTRIBUTES[query.family], "relevant": relevant,
             f"precision_at_{args.top_k}": sum(hits) / args.top_k, "ceiling": min(1.0, relevant / args.top_k),
             "top": [h.relative_path for h in result.hits],
         })

@@ -47,6 +47,7 @@ from gadms_cli.commands.eval import eval_command  # noqa: E402
 from gadms_cli.commands.export import export  # noqa: E402
 from gadms_cli.commands.quickstart import quickstart  # noqa: E402
 from gadms_cli.commands.retrieve import retrieve  # noqa: E402
+from gadms_cli.commands.serve import serve  # noqa: E402
 from gadms_cli.commands.synth import synth  # noqa: E402
 from gadms_cli.commands.train import finetune, pretrain  # noqa: E402
 
@@ -55,6 +56,7 @@ app.command("pretrain")(pretrain)
 app.command("finetune")(finetune)
 app.command("eval")(eval_command)
 app.command("retrieve")(retrieve)
+app.command("serve")(serve)
 app.command("export")(export)
 app.command("synth")(synth)
 app.command("quickstart")(quickstart)

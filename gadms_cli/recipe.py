@@ -44,6 +44,7 @@ class AugmentRecipe:
     random_erasing: float = 0.5
     interpolation: Literal["bilinear", "bicubic"] = "bilinear"  # resize filter (IRRA: bilinear)
     erasing_fill: Literal["mean", "zero"] = "mean"  # IRRA fills erased boxes with value=mean after normalisation
+    caption_dropout: float = 0.0  # drop each caption phrase with this probability (data/caption_dropout.py); 0: off
 
 
 @dataclass
@@ -62,6 +63,7 @@ class DataRecipe:
     val_split: str | None = "val"  # null: no validation (keep the last epoch)
     val_bench: str | None = None  # validate on another benchmark folder (pretraining)
     samples_per_id: int = 2  # K of the P x K sampler (benchmark kind)
+    lookalike_group: int = 1  # >1: batches of groups of this many look-alike identities (data/lookalike_identities.py)
     skip_missing: bool = False
     clean_annotations: bool = False  # merge repeated image records, drop empty captions (default: as IRRA counts)
     # webperson: "image" puts both captions of an image in one batch under one identity; "caption" (the public
@@ -310,6 +312,8 @@ _RANGES: tuple[tuple[str, float, bool, str], ...] = (
     ("model.decoder_layers", 1, True, ">= 1"),
     ("data.samples_per_id", 1, True, ">= 1"),
     ("data.num_workers", 0, True, ">= 0"),
+    ("data.lookalike_group", 1, True, ">= 1 (1: random batches)"),
+    ("data.augment.caption_dropout", 0, True, "in [0, 1)"),
     ("method.logit_scale", 0, False, "> 0"),
     ("method.mtp_weight", 0, True, ">= 0"),
     ("method.noise_lambda", 0, True, ">= 0"),
@@ -336,8 +340,11 @@ _RANGES: tuple[tuple[str, float, bool, str], ...] = (
 
 def _check_ranges(recipe: Recipe, source: str) -> None:
     for key, low, inclusive, wanted in _RANGES:
-        section, name = key.split(".")
-        value = getattr(getattr(recipe, section), name)
+        *sections, name = key.split(".")
+        owner = recipe
+        for section in sections:
+            owner = getattr(owner, section)
+        value = getattr(owner, name)
         if value is None:
             continue
         if isinstance(value, float) and not math.isfinite(value):
@@ -377,6 +384,14 @@ def validate(recipe: Recipe, source: str = "recipe") -> None:
         value = getattr(recipe.method, name)
         if not 0.0 <= value <= 1.0:
             raise GadmsError(f"{source}: 'method.{name}' must lie in [0, 1], got {value}")
+    dropout = recipe.data.augment.caption_dropout
+    if dropout >= 1.0:
+        raise GadmsError(f"{source}: 'data.augment.caption_dropout' must be in [0, 1), got {dropout}")
+    if dropout > 0 and recipe.method.score_timing == "cached":
+        raise GadmsError(
+            f"{source}: 'data.augment.caption_dropout' changes the captions, but 'method.score_timing: cached' "
+            "scores each caption once; set caption_dropout to 0 or score_timing to online"
+        )
 
 
 def recipe_to_dict(recipe: Recipe) -> dict:

@@ -22,6 +22,8 @@ import typer
 from gadms_cli.commands.common import cli_command, console
 
 QUERY = "a woman wearing a red coat"
+# The test split is drawn so that QUERY has answers (checkable in attributes.jsonl).
+QUERY_ATTRIBUTES = "gender=female,top.type=coat,top.colour=red"
 TEST_IDS = 100  # chance R@1 is about 1 / TEST_IDS
 BASE_SEED = 1  # the base corpus draws other identities than the experiment's (seed 0)
 BASE_STEPS = 330  # stage 1, plain CLIP steps of 32 (about 1.1 min on 2 cores)
@@ -78,7 +80,8 @@ def quickstart(
     size = dict(height=192, width=64)
     for target, config in (
         (base_data, SynthConfig(train_ids=base_ids, val_ids=50, test_ids=0, images_per_id=4, seed=BASE_SEED, noise=0.0, **size)),
-        (data_dir, SynthConfig(train_ids=train_ids, val_ids=50, test_ids=TEST_IDS, images_per_id=4, noise=0.3, **size)),
+        (data_dir, SynthConfig(train_ids=train_ids, val_ids=50, test_ids=TEST_IDS, images_per_id=4, noise=0.3,
+                               test_include=QUERY_ATTRIBUTES, **size)),
     ):
         if (target / "reid_raw.json").is_file():
             console.print(f"reusing {target}")

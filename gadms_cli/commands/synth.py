@@ -28,6 +28,10 @@ def synth(
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives byte-identical files."),
     noise: float = typer.Option(0.0, "--noise", help="Fraction of TRAIN captions corrupted like web captions (0..1); val/test stay clean."),
     workers: int = typer.Option(1, "--workers", min=1, help="Processes drawing images in parallel (output is identical for any count)."),
+    caption_mix: str = typer.Option("full=0.5,partial=0.3,short=0.2", "--caption-mix", help="How often a TRAIN caption is full (whole outfit), partial (3-5 attributes) or short (a query-like 2-3); val/test captions are full."),
+    twin_fraction: float = typer.Option(0.3, "--twin-fraction", help="Fraction of identities that wear an earlier identity's clothes and differ only in gender, hair, hat or bag (0..1)."),
+    test_include: str = typer.Option("", "--test-include", help="Attributes the first --test-include-count test identities must have, e.g. gender=female,top.type=coat,top.colour=red."),
+    test_include_count: int = typer.Option(3, "--test-include-count", help="How many test identities --test-include applies to."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier SketchPedes in a non-empty --out."),
 ) -> None:
     """Generate the SketchPedes synthetic benchmark (CUHK-PEDES + WebPerson formats)."""
@@ -43,6 +47,10 @@ def synth(
         seed=seed,
         noise=noise,
         workers=workers,
+        caption_mix=caption_mix,
+        twin_fraction=twin_fraction,
+        test_include=test_include,
+        test_include_count=test_include_count,
     )
     summary = generate_sketchpedes(out, config, overwrite=overwrite)
 

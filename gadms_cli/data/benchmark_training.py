@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 
 from gadms_cli.data.benchmarks import load_benchmark
 from gadms_cli.data.identity_sampler import IdentityBatchSampler
+from gadms_cli.data.lookalike_identities import caption_neighbours
 from gadms_cli.data.train_dataset import CaptionedImageDataset, collate_train
 from gadms_cli.errors import GadmsError
 
@@ -47,6 +48,13 @@ def benchmark_train_data(recipe, accelerator, tokenize: Callable, transform: Cal
             f"{bench.root}: {num_ids} training identities cannot fill a batch of {micro_global // k} identities x "
             f"{k} captions; lower train.batch_size to at most {num_ids * k * recipe.train.grad_accumulation}"
         )
+    group = recipe.data.lookalike_group
+    neighbours = None
+    if group > 1:
+        captions_by_id: dict[int, list[str]] = {}
+        for sample in samples:
+            captions_by_id.setdefault(sample.pid, []).append(sample.caption)
+        neighbours = caption_neighbours(captions_by_id, k=2 * group)
     sampler = IdentityBatchSampler(
         [s.pid for s in samples],
         ids_per_batch=micro_global // k,
@@ -54,8 +62,10 @@ def benchmark_train_data(recipe, accelerator, tokenize: Callable, transform: Cal
         num_replicas=accelerator.num_processes,
         rank=accelerator.process_index,
         seed=recipe.train.seed,
+        neighbours=neighbours,
+        group_size=group,
     )
-    dataset = CaptionedImageDataset(samples, transform, tokenize, seed=recipe.train.seed)
+    dataset = CaptionedImageDataset(samples, transform, tokenize, seed=recipe.train.seed, caption_dropout=recipe.data.augment.caption_dropout)
     workers = recipe.data.num_workers
 
     def batches(epoch: int, start_batch: int):

@@ -12,6 +12,11 @@ exactly the global batch and an all-gather rebuilds it.
 
 Iteration can start part-way through an epoch (``start_batch``) so a resumed
 run continues with exactly the batches it would have seen.
+
+With ``neighbours`` (identity -> look-alike identities, see ``lookalike_identities``)
+and ``group_size`` G > 1, the P identities of a batch are drawn as groups: a random
+identity, then up to G - 1 of its look-alikes that still have samples left, and so on
+until the batch holds P identities.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class IdentityBatchSampler(Sampler[list[int]]):
         samples_per_id: K, items per identity in a batch.
         num_replicas, rank: data-parallel world size and this process's rank.
         seed: base seed; the order of epoch e depends on (seed, e) only.
+        neighbours, group_size: look-alike groups of ``group_size`` identities per batch (module docstring).
     """
 
     def __init__(
@@ -41,6 +47,8 @@ class IdentityBatchSampler(Sampler[list[int]]):
         num_replicas: int = 1,
         rank: int = 0,
         seed: int = 0,
+        neighbours: dict[int, list[int]] | None = None,
+        group_size: int = 1,
     ) -> None:
         if ids_per_batch < 1 or samples_per_id < 1:
             raise ValueError("ids_per_batch and samples_per_id must be >= 1")
@@ -56,6 +64,8 @@ class IdentityBatchSampler(Sampler[list[int]]):
         self.num_replicas = num_replicas
         self.rank = rank
         self.seed = seed
+        self.neighbours = neighbours or {}
+        self.group_size = group_size if neighbours else 1
         self.epoch = 0
         self.start_batch = 0
         self._by_pid: dict[int, list[int]] = {}
@@ -88,14 +98,37 @@ class IdentityBatchSampler(Sampler[list[int]]):
         batches: list[list[int]] = []
         available = [pid for pid in sorted(groups) if groups[pid]]
         while len(available) >= self.ids_per_batch:
-            picks = torch.randperm(len(available), generator=gen)[: self.ids_per_batch].tolist()
             batch: list[int] = []
-            for i in sorted(picks):
-                batch += groups[available[i]].pop()
+            for pid in self._pick_identities(available, gen):
+                batch += groups[pid].pop()
             batches.append(batch)
             available = [pid for pid in available if groups[pid]]
         self._cache = (self.epoch, batches)
         return batches
+
+    def _pick_identities(self, available: list[int], gen: torch.Generator) -> list[int]:
+        """P distinct identities of ``available``: at random, or in look-alike groups (in pick order)."""
+        order = torch.randperm(len(available), generator=gen)
+        if self.group_size == 1:
+            return [available[i] for i in sorted(order[: self.ids_per_batch].tolist())]
+        left = set(available)
+        picks: list[int] = []
+        for i in order.tolist():
+            seed_pid = available[i]
+            if seed_pid not in left:
+                continue
+            group = [seed_pid]
+            for other in self.neighbours.get(seed_pid, []):
+                if len(group) == self.group_size:
+                    break
+                if other in left and other not in group:
+                    group.append(other)
+            for pid in group[: self.ids_per_batch - len(picks)]:
+                picks.append(pid)
+                left.discard(pid)
+            if len(picks) == self.ids_per_batch:
+                break
+        return picks
 
     def __iter__(self) -> Iterator[list[int]]:
         share = self.ids_per_batch * self.samples_per_id // self.num_replicas

@@ -18,6 +18,7 @@ exactly the augmented images an uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import random
 import sys
 from typing import Callable, Sequence
 
@@ -25,6 +26,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from gadms_cli.data.caption_dropout import drop_phrases
 from gadms_cli.data.records import TrainSample
 
 Tokenize = Callable[[list[str]], torch.Tensor]
@@ -40,11 +42,14 @@ def load_rgb(path) -> Image.Image:
 class CaptionedImageDataset(Dataset):
     """Map-style dataset over :class:`TrainSample` (one item per caption)."""
 
-    def __init__(self, samples: Sequence[TrainSample], transform: Callable, tokenize: Tokenize, seed: int = 0) -> None:
+    def __init__(
+        self, samples: Sequence[TrainSample], transform: Callable, tokenize: Tokenize, seed: int = 0, caption_dropout: float = 0.0
+    ) -> None:
         self.samples = samples
         self.transform = transform
         self.tokenize = tokenize
         self.seed = seed
+        self.caption_dropout = caption_dropout  # per-phrase drop probability (data/caption_dropout.py)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -66,9 +71,12 @@ class CaptionedImageDataset(Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
             pixels = self.transform(image)
+        caption = sample.caption
+        if self.caption_dropout > 0:
+            caption = drop_phrases(caption, self.caption_dropout, random.Random(f"caption-dropout:{self.seed}:{self.epoch}:{index}"))
         return {
             "image": pixels,
-            "tokens": self.tokenize([sample.caption])[0],
+            "tokens": self.tokenize([caption])[0],
             "pid": torch.tensor(sample.pid, dtype=torch.long),
             "caption": torch.tensor(index, dtype=torch.long),
         }

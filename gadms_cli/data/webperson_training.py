@@ -50,6 +50,7 @@ files when their number divides evenly, and files differ in size).
 
 from __future__ import annotations
 
+import random
 import sys
 from collections import deque
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from gadms_cli.data.caption_dropout import drop_phrases
 from gadms_cli.data.webperson import HubWebPerson, JsonWebPerson, ParquetWebPerson, WebPersonRecord, open_webperson
 from gadms_cli.data.webperson_order import BLOCK_ROWS, read_order, shuffle_buffer, stream_source, take_rows
 from gadms_cli.errors import GadmsError
@@ -249,7 +251,9 @@ class WebPersonBatches(IterableDataset):
         block_rows: int = BLOCK_ROWS,
         lookahead_rows: int = LOOKAHEAD_ROWS,
         pairing: str = "image",
+        caption_dropout: float = 0.0,
     ) -> None:
+        self.caption_dropout = caption_dropout  # per-phrase drop probability (data/caption_dropout.py)
         self.pairing = pairing  # "image": both captions of a row, one identity; "caption": one caption, its own identity
         self.source = source
         self.layout = layout
@@ -332,6 +336,8 @@ class WebPersonBatches(IterableDataset):
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(_random_seed(self.seed, self.epoch, index))
                     images.append(self.transform(image))
+                if self.caption_dropout > 0:
+                    text = drop_phrases(text, self.caption_dropout, random.Random(f"caption-dropout:{self.seed}:{self.epoch}:{index}"))
                 captions.append(text)
                 pids.append(record.identity if self.pairing == "image" else index)
                 indices.append(index)
@@ -432,7 +438,8 @@ def webperson_train_data(recipe, accelerator, tokenize: Tokenize, transform: Tra
             f"fill one step of {train.batch_size} captions; lower train.batch_size or data.num_workers"
         )
     dataset = WebPersonBatches(
-        source, layout, accelerator.process_index, transform, tokenize, seed=train.seed, pairing=data.caption_pairing
+        source, layout, accelerator.process_index, transform, tokenize, seed=train.seed, pairing=data.caption_pairing,
+        caption_dropout=data.augment.caption_dropout,
     )
     return TrainData(
         batches=lambda epoch, start_batch: load_batches(dataset, data.num_workers, epoch, start_batch),

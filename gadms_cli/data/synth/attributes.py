@@ -16,6 +16,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from gadms_cli.errors import GadmsError
+
 # Garment colours: name -> RGB (0..255). Eleven names that captions use as-is.
 PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (205, 30, 35),
@@ -165,23 +167,140 @@ def sample_identity(pid: int, rng: random.Random) -> Identity:
     return Identity(pid, gender, hair, top, bottom, shoes, hat, bag, body)
 
 
-def sample_identities(seed: int, num_ids: int, first_pid: int = 1) -> list[Identity]:
+def person_details(identity: Identity) -> tuple:
+    """What tells colour twins apart: gender, hair length, hat type and bag type (None: no hat, no bag)."""
+    return (identity.gender, identity.hair.type, identity.hat and identity.hat.type, identity.bag and identity.bag.type)
+
+
+def outfit(identity: Identity) -> tuple:
+    """The clothes colour twins share: top, bottom and shoes (types and colours)."""
+    return (identity.top, identity.bottom, identity.shoes)
+
+
+def sample_twin(base: Identity, pid: int, rng: random.Random, taken: set[tuple] = frozenset()) -> Identity:
+    """A "colour twin" of ``base``: the same clothes (types and colours), other person details.
+
+    Gender (kept female when the outfit has a dress or skirt), hair, hat, bag and body are
+    drawn again until :func:`person_details` differs from ``base``'s and from every tuple in
+    ``taken`` (the details of the others who wear these clothes), so only those details
+    tell them apart.
+    """
+    needs_female = base.top.type == "dress" or (base.bottom is not None and base.bottom.type == "skirt")
+    taken = {person_details(base), *taken}
+    for _ in range(1000):
+        gender = "female" if needs_female else rng.choice(("male", "female"))
+        hair = Garment(_weighted(rng, _HAIR_LENGTH_WEIGHTS[gender]), _weighted(rng, HAIR_COLOUR_WEIGHTS))
+        hat_type = _weighted(rng, _HAT_WEIGHTS)
+        hat = Garment(hat_type, rng.choice(COLOURS)) if hat_type else None
+        bag_type = _weighted(rng, _BAG_WEIGHTS[gender])
+        bag = Garment(bag_type, rng.choice(COLOURS)) if bag_type else None
+        if (gender, hair.type, hat_type, bag_type) not in taken:
+            break
+    body = Body(
+        skin=rng.choice(SKIN_TONES),
+        build=round(rng.uniform(0.93, 1.07), 4),
+        shade=(rng.randint(-8, 8), rng.randint(-8, 8), rng.randint(-8, 8)),
+    )
+    return Identity(pid, gender, hair, base.top, base.bottom, base.shoes, hat, bag, body)
+
+
+# Keys of a requirement (see parse_requirement) and the values each may take.
+REQUIREMENT_VALUES: dict[str, tuple[str | None, ...]] = {
+    "gender": ("male", "female"),
+    "hair.type": HAIR_LENGTHS,
+    "hair.colour": tuple(HAIR_COLOUR_WEIGHTS),
+    "top.type": TOP_TYPES,
+    "top.colour": COLOURS,
+    "bottom.type": BOTTOM_TYPES,
+    "bottom.colour": COLOURS,
+    "shoes.colour": COLOURS,
+    "hat.type": HAT_TYPES,
+    "hat.colour": COLOURS,
+    "bag.type": BAG_TYPES,
+    "bag.colour": COLOURS,
+}
+
+
+def parse_requirement(text: str, flag: str = "--test-include") -> dict[str, str]:
+    """``"gender=female,top.type=coat,top.colour=red"`` -> a dict; GadmsError naming ``flag`` if bad."""
+    requirement: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = (x.strip() for x in part.partition("="))
+        if not sep or key not in REQUIREMENT_VALUES:
+            raise GadmsError(f"{flag} {text!r}: write KEY=VALUE pairs with KEY one of {', '.join(REQUIREMENT_VALUES)}")
+        if value not in REQUIREMENT_VALUES[key]:
+            raise GadmsError(f"{flag} {text!r}: {key} cannot be {value!r}; choose one of {', '.join(map(str, REQUIREMENT_VALUES[key]))}")
+        requirement[key] = value
+    if not requirement:
+        raise GadmsError(f"{flag} is empty; write e.g. gender=female,top.type=coat,top.colour=red")
+    return requirement
+
+
+def satisfies(identity: Identity, requirement: dict[str, str]) -> bool:
+    """Whether ``identity`` has every attribute ``requirement`` names."""
+    for key, value in requirement.items():
+        slot, _, field = key.partition(".")
+        if not field:
+            if getattr(identity, slot) != value:
+                return False
+            continue
+        garment = getattr(identity, slot)
+        if garment is None or getattr(garment, field) != value:
+            return False
+    return True
+
+
+_MAX_ATTEMPTS = 20_000
+
+
+def sample_identities(
+    seed: int,
+    num_ids: int,
+    first_pid: int = 1,
+    twin_fraction: float = 0.0,
+    blocks: tuple[int, ...] | None = None,
+    required: dict[int, dict[str, str]] | None = None,
+) -> list[Identity]:
     """Identities ``first_pid .. first_pid + num_ids - 1``, all with distinct signatures.
 
     Identity ``pid`` is drawn from its own RNG stream (seed, pid, attempt); a draw
     whose signature repeats an earlier identity's is redrawn with the next attempt.
+    ``blocks`` splits the identities into consecutive groups (the splits); with
+    ``twin_fraction`` > 0, that fraction of the identities after the first of a group is
+    a colour twin (:func:`sample_twin`) of an earlier identity of the same group, so a
+    split holds people that only gender, hair, hat or bag tell apart. ``required`` maps a
+    pid to attributes it must have (:func:`satisfies`); such pids are never twins.
     """
+    required = required or {}
+    blocks = blocks if blocks is not None else (num_ids,)
+    if sum(blocks) != num_ids:
+        raise ValueError(f"blocks {blocks} do not add up to {num_ids} identities")
     seen: set[tuple] = set()
     identities: list[Identity] = []
-    for pid in range(first_pid, first_pid + num_ids):
-        for attempt in range(1000):
-            identity = sample_identity(pid, random.Random(f"sketchpedes:{seed}:identity:{pid}:{attempt}"))
-            if identity.signature() not in seen:
-                break
-        else:  # pragma: no cover - needs ~10^7 identities
-            raise RuntimeError(f"could not draw a distinct identity {pid}")
-        seen.add(identity.signature())
-        identities.append(identity)
+    pid = first_pid
+    for size in blocks:
+        block: list[Identity] = []
+        for _ in range(size):
+            twin_rng = random.Random(f"sketchpedes:{seed}:twin:{pid}")
+            twin_of = block[twin_rng.randrange(len(block))] if block and pid not in required and twin_rng.random() < twin_fraction else None
+            for attempt in range(_MAX_ATTEMPTS):
+                stream = random.Random(f"sketchpedes:{seed}:{'twin' if twin_of else 'identity'}:{pid}:{attempt}")
+                if twin_of:
+                    taken = {person_details(other) for other in block if outfit(other) == outfit(twin_of)}
+                    identity = sample_twin(twin_of, pid, stream, taken)
+                else:
+                    identity = sample_identity(pid, stream)
+                if identity.signature() not in seen and satisfies(identity, required.get(pid, {})):
+                    break
+            else:
+                if pid in required:
+                    wanted = ",".join(f"{k}={v}" for k, v in required[pid].items())
+                    raise GadmsError(f"--test-include {wanted}: no person matched in {_MAX_ATTEMPTS:,} draws; the combination is impossible or too rare (a dress or skirt is drawn for women only, a coat never with shorts or a skirt)")
+                raise RuntimeError(f"could not draw a distinct identity {pid}")  # pragma: no cover - needs ~10^7 identities
+            seen.add(identity.signature())
+            block.append(identity)
+            pid += 1
+        identities.extend(block)
     return identities
 
 

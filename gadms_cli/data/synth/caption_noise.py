@@ -52,12 +52,18 @@ class CaptionRecord:
     """A caption as written to the dataset, with its clean version and the edits made.
 
     ``edits``: one dict per corruption, e.g. ``{"kind": "wrong_colour", "slot": "top",
-    "true": "red", "written": "blue"}``; empty when the caption is clean.
+    "true": "red", "written": "blue"}``; empty when the caption is clean. ``style``:
+    full, partial or short; ``mentions``: the attribute slots the caption names
+    (gender, hair, top, bottom, shoes, bag, hat); ``colours_named``: the slots whose colour
+    word it writes.
     """
 
     text: str
     clean: str
     edits: tuple[dict, ...] = ()
+    style: str = "full"
+    mentions: tuple[str, ...] = ()
+    colours_named: tuple[str, ...] = ()
 
     @property
     def corrupted(self) -> bool:
@@ -65,6 +71,9 @@ class CaptionRecord:
 
     def to_json(self) -> dict:
         return {
+            "style": self.style,
+            "mentions": list(self.mentions),
+            "colours_named": list(self.colours_named),
             "corrupted": self.corrupted,
             "kinds": [edit["kind"] for edit in self.edits],
             "edits": list(self.edits),
@@ -115,14 +124,19 @@ def _drop_words(text: str, rng: random.Random) -> tuple[str, dict]:
 
 def corrupt_caption(plan: CaptionPlan, view: CaptionView, clean: RenderedCaption, rng: random.Random) -> CaptionRecord:
     """A corrupted version of ``clean`` (rendered from ``plan`` and ``view``) with 1 or 2 kinds of noise."""
+    item_slots = tuple(s for s in clean.slots if getattr(view, s) is not None)
+    colour_slots = tuple(s for s in clean.coloured if getattr(view, s) is not None)
+    # A short caption may name only its shoes (one type) or no colour at all.
+    feasible = {"wrong_colour": bool(colour_slots), "wrong_type": any(s != "shoes" for s in item_slots)}
+    possible = [kind for kind in NOISE_KINDS if feasible.get(kind, True)]
+    weights = [_KIND_WEIGHTS[NOISE_KINDS.index(kind)] for kind in possible]
     count = 1 if rng.random() < 0.6 else 2
     kinds: list[str] = []
     while len(kinds) < count:
-        kind = rng.choices(NOISE_KINDS, weights=_KIND_WEIGHTS, k=1)[0]
+        kind = rng.choices(possible, weights=weights, k=1)[0]
         if kind not in kinds:
             kinds.append(kind)
     kinds.sort(key=NOISE_KINDS.index)  # attribute edits first, then text edits
-    colour_slots = tuple(s for s in clean.slots if getattr(view, s) is not None)
     edits: list[dict] = []
     noisy_view = view
     for kind in kinds:
@@ -130,7 +144,7 @@ def corrupt_caption(plan: CaptionPlan, view: CaptionView, clean: RenderedCaption
             noisy_view, edit = _wrong_colour(noisy_view, colour_slots, rng)
             edits.append(edit)
         elif kind == "wrong_type":
-            noisy_view, edit = _wrong_type(noisy_view, colour_slots, rng)
+            noisy_view, edit = _wrong_type(noisy_view, item_slots, rng)
             edits.append(edit)
     text = render_caption(plan, noisy_view).text if noisy_view is not view else clean.text
     for kind in kinds:

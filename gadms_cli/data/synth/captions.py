@@ -1,10 +1,15 @@
-"""SketchPedes captions: 24 sentence templates, synonyms, and CUHK-PEDES style tokens.
+"""SketchPedes captions: 24 sentence templates for full captions, and the caption style mix.
 
-A caption is rendered from a :class:`CaptionPlan` (which template, and one
-number in [0, 1) per word choice) and a :class:`CaptionView` (the attributes
-the caption describes). Keeping the two apart makes caption noise precise:
-``caption_noise`` changes the view (say, the top's colour) and renders the
-same plan again, so exactly the corrupted words differ from the clean caption.
+A caption is rendered from a :class:`CaptionPlan` (its style, template or attributes
+to mention, and one number in [0, 1) per word choice) and a :class:`CaptionView` (the
+attributes the caption describes). Keeping the two apart makes caption noise precise:
+``caption_noise`` changes the view (say, the top's colour) and renders the same plan
+again, so exactly the corrupted words differ from the clean caption.
+
+Styles (see :data:`CAPTION_STYLES`): ``full`` captions come from the templates below
+and describe the whole outfit; ``partial`` and ``short`` ones (module
+``partial_captions``) mention a few attributes. :class:`CaptionMix` says how often
+each is drawn.
 
 Conventions every template keeps (tests and docs rely on them): a colour word
 always comes right before its garment noun, or before it with at most one
@@ -22,53 +27,25 @@ from __future__ import annotations
 import random
 import re
 import string
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 
-from gadms_cli.data.synth.attributes import Garment, Identity
+from gadms_cli.data.synth.caption_words import (
+    CAPTION_STYLES,
+    CHOICE_KEYS,
+    MENTION_SLOTS,
+    CaptionPlan,
+    CaptionView,
+    RenderedCaption,
+    caption_fields,
+)
+from gadms_cli.data.synth.partial_captions import render_partial
+from gadms_cli.errors import GadmsError
 
-SUBJECT_NOUNS = {
-    "male": ("man", "young man", "guy", "gentleman", "male pedestrian", "boy"),
-    "female": ("woman", "young woman", "lady", "girl", "female pedestrian", "woman"),
-}
-PRONOUNS = {"male": ("he", "his", "him"), "female": ("she", "her", "her")}
-
-TYPE_NOUNS: dict[str, tuple[str, ...]] = {
-    "t-shirt": ("t-shirt", "tee", "short-sleeved t-shirt"),
-    "tank top": ("tank top", "sleeveless top", "vest top"),
-    "shirt": ("shirt", "long-sleeved shirt", "button-up shirt", "collared shirt"),
-    "sweater": ("sweater", "jumper", "pullover"),
-    "jacket": ("jacket", "zip-up jacket", "light jacket"),
-    "coat": ("coat", "long coat", "overcoat"),
-    "dress": ("dress", "knee-length dress", "short-sleeved dress"),
-    "trousers": ("trousers", "pants", "slacks"),
-    "jeans": ("jeans", "denim jeans"),
-    "shorts": ("shorts",),
-    "skirt": ("skirt", "knee-length skirt"),
-    "shoes": ("shoes", "sneakers"),
-    "backpack": ("backpack", "rucksack"),
-    "handbag": ("handbag", "purse"),
-    "shoulder bag": ("shoulder bag", "messenger bag", "crossbody bag"),
-    "cap": ("cap", "baseball cap"),
-    "beanie": ("beanie", "knit hat", "woolly hat"),
-    "hat": ("hat", "wide-brimmed hat", "sun hat"),
-}
-PLURAL_TYPES = frozenset({"trousers", "jeans", "shorts", "shoes"})
-HAIR_LENGTH_WORDS = {"short": ("short",), "medium": ("shoulder-length", "medium-length"), "long": ("long",)}
-COLOUR_WORDS: dict[str, tuple[str, ...]] = {"gray": ("gray", "grey")}  # other colours use their own name
-HAIR_COLOUR_WORDS: dict[str, tuple[str, ...]] = {"yellow": ("blond", "blonde"), "gray": ("gray", "grey")}
-
-# How a bag is carried (present participle phrase) and where it sits ("with ..." phrase).
-_BAG_ING = {
-    "backpack": ("carrying {np}", "wearing {np}", "carrying {np} on {poss} back"),
-    "handbag": ("carrying {np}", "holding {np}", "carrying {np} in {poss} hand"),
-    "shoulder bag": ("carrying {np}", "carrying {np} over {poss} shoulder", "wearing {np} across {poss} body"),
-}
-_BAG_WITH = {
-    "backpack": ("{np} on {poss} back", "{np}"),
-    "handbag": ("{np} in {poss} hand", "{np}"),
-    "shoulder bag": ("{np} over {poss} shoulder", "{np}"),
-}
+__all__ = [
+    "CAPTION_STYLES", "CHOICE_KEYS", "MENTION_SLOTS", "TEMPLATES", "CaptionMix", "CaptionPlan", "CaptionView",
+    "RenderedCaption", "processed_tokens", "render_caption",
+]  # fmt: skip
 
 # Each template: sentences; each sentence: alternatives, first usable one wins.
 TEMPLATES: tuple[tuple[tuple[str, ...], ...], ...] = (
@@ -114,118 +91,6 @@ _FIELD_SLOTS: dict[str, tuple[str, ...]] = {
     "hat_and": ("hat",),
 }
 
-# Word choices a plan fixes (one number in [0, 1) each).
-CHOICE_KEYS: tuple[str, ...] = (
-    "subject", "article", "hair_length", "hair_colour", "top_noun", "top_colour", "bottom_noun", "bottom_colour",
-    "bottom_pair", "shoes_noun", "shoes_colour", "shoes_pair", "bag_noun", "bag_colour", "bag_phrase",
-    "hat_noun", "hat_colour",
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class CaptionView:
-    """What a caption says about a person: normally the identity's true attributes."""
-
-    gender: str
-    hair: Garment
-    top: Garment
-    bottom: Garment | None
-    shoes: Garment
-    hat: Garment | None
-    bag: Garment | None
-
-    @classmethod
-    def of(cls, identity: Identity) -> "CaptionView":
-        return cls(identity.gender, identity.hair, identity.top, identity.bottom, identity.shoes, identity.hat, identity.bag)
-
-    def with_slot(self, slot: str, garment: Garment) -> "CaptionView":
-        return replace(self, **{slot: garment})
-
-
-@dataclass(frozen=True)
-class CaptionPlan:
-    """A template index and one uniform number per word choice (see CHOICE_KEYS)."""
-
-    template: int
-    choices: dict[str, float]
-
-    @classmethod
-    def sample(cls, template: int, rng: random.Random) -> "CaptionPlan":
-        return cls(template, {key: rng.random() for key in CHOICE_KEYS})
-
-
-@dataclass(frozen=True)
-class RenderedCaption:
-    """Caption text and the attribute slots it mentions."""
-
-    text: str
-    slots: tuple[str, ...]
-
-
-def _pick(options: tuple[str, ...], u: float) -> str:
-    return options[min(int(u * len(options)), len(options) - 1)]
-
-
-def _a(phrase: str) -> str:
-    """Prefix the right indefinite article."""
-    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
-
-
-def colour_word(colour: str, u: float, hair: bool = False) -> str:
-    """The word a caption uses for palette colour ``colour`` (synonyms picked by ``u``)."""
-    table = HAIR_COLOUR_WORDS if hair else COLOUR_WORDS
-    return _pick(table.get(colour, (colour,)), u)
-
-
-def _garment_np(garment: Garment, plan: CaptionPlan, slot: str) -> str:
-    """Noun phrase with article, e.g. "a red t-shirt", "blue jeans", "a pair of black shoes"."""
-    c = plan.choices
-    noun = _pick(TYPE_NOUNS[garment.type], c[f"{slot}_noun"])
-    phrase = f"{colour_word(garment.colour, c[f'{slot}_colour'])} {noun}"
-    if garment.type in PLURAL_TYPES:
-        return f"a pair of {phrase}" if c.get(f"{slot}_pair", 1.0) < 0.35 else phrase
-    return _a(phrase)
-
-
-def _fields(view: CaptionView, plan: CaptionPlan) -> dict[str, str]:
-    """Every placeholder value available for ``view`` (missing slots are simply absent)."""
-    c = plan.choices
-    he, his, _him = PRONOUNS[view.gender]
-    noun = _pick(SUBJECT_NOUNS[view.gender], c["subject"])
-    a_subj = _a(noun)
-    the_subj = a_subj if c["article"] < 0.75 else f"the {noun}"
-    f = {
-        "noun": noun,
-        "a_subj": a_subj,
-        "A_subj": the_subj[0].upper() + the_subj[1:],
-        "Pron": he.capitalize(),
-        "pron": he,
-        "Poss": his.capitalize(),
-        "poss": his,
-        "hair": f"{_pick(HAIR_LENGTH_WORDS[view.hair.type], c['hair_length'])} {colour_word(view.hair.colour, c['hair_colour'], hair=True)} hair",
-        "top": _garment_np(view.top, plan, "top"),
-        "shoes": _garment_np(view.shoes, plan, "shoes"),
-    }
-    if view.bottom is not None:
-        f["bottom"] = _garment_np(view.bottom, plan, "bottom")
-        f["outfit"] = f"{f['top']} and {f['bottom']}"
-        f["clothes"] = f"{f['top']}, {f['bottom']} and {f['shoes']}"
-    else:
-        f["outfit"] = f["top"]
-        f["clothes"] = f"{f['top']} and {f['shoes']}"
-    if view.bag is not None:
-        f["bag"] = _garment_np(view.bag, plan, "bag")
-        f["bag_ing"] = _pick(_BAG_ING[view.bag.type], c["bag_phrase"]).format(np=f["bag"], poss=his)
-        f["bag_with"] = _pick(_BAG_WITH[view.bag.type], c["bag_phrase"]).format(np=f["bag"], poss=his)
-    if view.hat is not None:
-        f["hat"] = _garment_np(view.hat, plan, "hat")
-        f["hat_ing"] = f"wearing {f['hat']}"
-        f["hat_and"] = f" and is wearing {f['hat']}"
-    else:
-        f["hat_and"] = ""
-    return f
-
-
 @lru_cache(maxsize=None)
 def _placeholders(sentence: str) -> tuple[str, ...]:
     return tuple(name for _, name, _, _ in string.Formatter().parse(sentence) if name)
@@ -233,7 +98,9 @@ def _placeholders(sentence: str) -> tuple[str, ...]:
 
 def render_caption(plan: CaptionPlan, view: CaptionView) -> RenderedCaption:
     """Render ``plan`` for ``view``: the caption text and the slots it mentions."""
-    fields = _fields(view, plan)
+    if plan.style != "full":
+        return render_partial(plan, view)
+    fields = caption_fields(view, plan)
     sentences: list[str] = []
     slots: list[str] = []
     for alternatives in TEMPLATES[plan.template]:
@@ -250,7 +117,8 @@ def render_caption(plan: CaptionPlan, view: CaptionView) -> RenderedCaption:
                         if slot not in slots:
                             slots.append(slot)
                 break
-    return RenderedCaption(" ".join(sentences), tuple(slots))
+    mentions = tuple(slot for slot in MENTION_SLOTS if slot == "gender" or slot in slots)
+    return RenderedCaption(" ".join(sentences), tuple(slots), mentions)
 
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
@@ -259,3 +127,48 @@ _TOKEN = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
 def processed_tokens(caption: str) -> list[str]:
     """CUHK-PEDES style tokens: lower-cased words, punctuation dropped ("t-shirt" stays one token)."""
     return _TOKEN.findall(caption.lower())
+
+
+@dataclass(frozen=True)
+class CaptionMix:
+    """How often each caption style is drawn (fractions of captions, summing to 1)."""
+
+    full: float = 0.5
+    partial: float = 0.3
+    short: float = 0.2
+
+    @classmethod
+    def parse(cls, text: str, flag: str = "--caption-mix") -> "CaptionMix":
+        """``"full=0.5,partial=0.3,short=0.2"`` (missing styles are 0); one-line GadmsError naming ``flag``."""
+        values = {style: 0.0 for style in CAPTION_STYLES}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            name, sep, number = part.partition("=")
+            if not sep or name.strip() not in values:
+                raise GadmsError(f"{flag} {text!r}: write STYLE=FRACTION pairs with STYLE one of {', '.join(CAPTION_STYLES)}, e.g. full=0.5,partial=0.3,short=0.2")
+            try:
+                values[name.strip()] = float(number)
+            except ValueError:
+                raise GadmsError(f"{flag} {text!r}: {number!r} is not a number") from None
+        mix = cls(**values)
+        mix.validate(flag)
+        return mix
+
+    def validate(self, flag: str = "--caption-mix") -> None:
+        values = self.fractions()
+        if any(v < 0 for v in values.values()) or abs(sum(values.values()) - 1.0) > 1e-6:
+            raise GadmsError(f"{flag}: the fractions must be >= 0 and sum to 1, got {self.text()}")
+
+    def fractions(self) -> dict[str, float]:
+        return {style: getattr(self, style) for style in CAPTION_STYLES}
+
+    def text(self) -> str:
+        return ",".join(f"{style}={value:g}" for style, value in self.fractions().items())
+
+    def draw(self, rng: random.Random) -> str:
+        """One style, drawn with these fractions."""
+        u, total = rng.random(), 0.0
+        for style, value in self.fractions().items():
+            total += value
+            if u < total:
+                return style
+        return next(style for style, value in reversed(self.fractions().items()) if value > 0)

@@ -23,13 +23,13 @@ import random
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
-from gadms_cli.data.synth.attributes import Identity, sample_identities
+from gadms_cli.data.synth.attributes import Identity, parse_requirement, sample_identities
 from gadms_cli.data.synth.caption_noise import CaptionRecord, corrupt_caption
-from gadms_cli.data.synth.captions import TEMPLATES, CaptionPlan, CaptionView, processed_tokens, render_caption
+from gadms_cli.data.synth.captions import TEMPLATES, CaptionMix, CaptionPlan, CaptionView, processed_tokens, render_caption
 from gadms_cli.data.synth.render import render_image
 from gadms_cli.data.synth.writer import shard_path, write_image, write_json, write_jsonl, write_reid_raw, write_webperson_shard
 from gadms_cli.errors import GadmsError
@@ -48,6 +48,13 @@ class SynthConfig:
     ``height``/``width`` are the image size in pixels; ``noise`` is the fraction
     of TRAIN captions corrupted (val/test captions are always clean);
     ``shard_rows`` is the number of train images per WebPerson parquet shard.
+    ``caption_mix`` (``"full=0.5,partial=0.3,short=0.2"``) says how often a TRAIN
+    caption describes the whole outfit, a few attributes, or reads like a short
+    query (val/test captions are always full, so each names exactly one person);
+    ``twin_fraction`` of the identities of each split share the clothes of an
+    earlier identity of that split and differ only in gender, hair, hat or bag;
+    ``test_include`` (``"gender=female,top.type=coat,top.colour=red"``) makes the
+    first ``test_include_count`` test identities match it.
     """
 
     train_ids: int = 800
@@ -61,6 +68,10 @@ class SynthConfig:
     workers: int = 1
     jpeg_quality: int = 90
     shard_rows: int = 10_000
+    caption_mix: str = "full=0.5,partial=0.3,short=0.2"
+    twin_fraction: float = 0.3
+    test_include: str = ""
+    test_include_count: int = 3
 
     def validate(self) -> None:
         """Raise GadmsError naming the flag of the first bad option."""
@@ -83,6 +94,13 @@ class SynthConfig:
             raise GadmsError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
         if self.shard_rows < 1:
             raise GadmsError(f"shard_rows must be 1 or more, got {self.shard_rows}")
+        CaptionMix.parse(self.caption_mix)
+        if not 0.0 <= self.twin_fraction <= 1.0:
+            raise GadmsError(f"--twin-fraction is a fraction of identities, between 0 and 1; got {self.twin_fraction}")
+        if self.test_include:
+            parse_requirement(self.test_include)
+            if not 1 <= self.test_include_count <= self.test_ids:
+                raise GadmsError(f"--test-include-count must be between 1 and --test-ids ({self.test_ids}), got {self.test_include_count}")
 
 
 @dataclass(frozen=True)
@@ -134,7 +152,13 @@ def plan_jobs(config: SynthConfig) -> list[ImageJob]:
     """All image jobs in output order: split (train, val, test), then id, then shot."""
     split_sizes = {"train": config.train_ids, "val": config.val_ids, "test": config.test_ids}
     total_ids = sum(split_sizes.values())
-    identities = sample_identities(config.seed, total_ids, first_pid=1)
+    first_test_pid = 1 + config.train_ids + config.val_ids
+    required = {}
+    if config.test_include:
+        requirement = parse_requirement(config.test_include)
+        required = {pid: requirement for pid in range(first_test_pid, first_test_pid + config.test_include_count)}
+    blocks = tuple(split_sizes[split] for split in SPLITS)
+    identities = sample_identities(config.seed, total_ids, 1, config.twin_fraction, blocks, required)
     id_digits = max(4, len(str(total_ids)))
     shot_digits = max(2, len(str(config.images_per_id)))
 
@@ -154,18 +178,24 @@ def plan_jobs(config: SynthConfig) -> list[ImageJob]:
     return jobs
 
 
-def make_captions(job: ImageJob, seed: int) -> list[CaptionRecord]:
-    """The two captions of an image (two different templates), corrupted where the job says so."""
+def make_captions(job: ImageJob, seed: int, mix: CaptionMix) -> list[CaptionRecord]:
+    """The two captions of an image, corrupted where the job says so.
+
+    Train captions draw their style from ``mix``; val and test captions are full. The two
+    captions use different templates (full style) and different word choices.
+    """
     rng = _stream(seed, f"caption:{job.index}")
     view = CaptionView.of(job.identity)
     captions = []
     for k, template in enumerate(rng.sample(range(len(TEMPLATES)), 2)):
-        plan = CaptionPlan.sample(template, rng)
+        style = mix.draw(rng) if job.split == "train" else "full"
+        plan = CaptionPlan.sample(template, rng, style)
         clean = render_caption(plan, view)
         if job.corrupt[k]:
-            captions.append(corrupt_caption(plan, view, clean, _stream(seed, f"noise:{job.index}:{k}")))
+            record = corrupt_caption(plan, view, clean, _stream(seed, f"noise:{job.index}:{k}"))
         else:
-            captions.append(CaptionRecord(clean.text, clean.text))
+            record = CaptionRecord(clean.text, clean.text)
+        captions.append(replace(record, style=style, mentions=clean.mentions, colours_named=clean.coloured))
     return captions
 
 
@@ -177,7 +207,7 @@ def make_image(job: ImageJob, config: SynthConfig, out_dir: Path) -> ImageResult
     jpeg = buffer.getvalue()
     write_image(out_dir / "imgs" / job.file_path, jpeg)
 
-    captions = make_captions(job, config.seed)
+    captions = make_captions(job, config.seed, CaptionMix.parse(config.caption_mix))
     texts = [caption.text for caption in captions]
     record = {
         "split": job.split,

@@ -1,0 +1,161 @@
+"""Caption realism on SketchPedes: which data and training options make short queries work.
+
+Each variant makes its own SketchPedes (base corpus and experiment data, as ``gadms
+quickstart`` does, with the variant's ``gadms synth`` options) and trains the quickstart's
+two stages on it (base CLIP ``BASE_STEPS`` steps, then GA-DMS ``STAGE2_STEPS`` steps at lr
+``STAGE2_LR``, with the variant's recipe overrides). Every model is then measured on the SAME
+held-out sets, made once with another seed (5 and 7), all with full captions:
+
+- test R@1 on a test split without colour twins (the old SketchPedes people) and on one with
+  the default 30 % twins;
+- precision@10 of ``benchmarks/retrieve_precision.py``'s single- and two-attribute queries on a
+  fresh 200-identity gallery (seed 7, with women in red coats for the demo query);
+- linear-probe balanced accuracy of ``benchmarks/attribute_probe.py`` (train images of the
+  variant's data, test images of the twin test split).
+
+Usage::
+
+    python benchmarks/caption_realism.py [--out runs/caption-realism] [--variants old new dropout lookalike] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI: see cli.py
+
+import argparse  # noqa: E402
+import importlib.util  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+# name -> (synth options, stage-1 and stage-2 recipe overrides, description)
+VARIANTS: dict[str, tuple[dict, list[str], str]] = {
+    "old": ({"caption_mix": "full=1", "twin_fraction": 0.0}, [], "full captions only, no colour twins (SketchPedes before this change)"),
+    "new": ({}, [], "default synth: 50/30/20 full/partial/short captions, 30% colour twins"),
+    "dropout": ({}, ["data.augment.caption_dropout=0.2"], "new data + caption dropout 0.2 (both stages)"),
+    "lookalike": ({}, ["data.lookalike_group=4"], "new data + look-alike batches of 4 (both stages)"),
+}
+
+
+def _script(name: str):
+    import sys
+
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def run_variant(name: str, out: Path, eval_sets: dict[str, Path], gallery: Path) -> dict:
+    from accelerate.state import AcceleratorState
+
+    from gadms_cli.commands.quickstart import BASE_SEED, BASE_STEPS, QUERY_ATTRIBUTES, STAGE2_LR, STAGE2_STEPS, TEST_IDS
+    from gadms_cli.data.synth import SynthConfig, generate_sketchpedes
+    from gadms_cli.recipe import load_recipe
+    from gadms_cli.train import train
+
+    synth, overrides, _ = VARIANTS[name]
+    root = out / name
+    size = dict(height=192, width=64)
+    base_data, data = root / "base-sketchpedes", root / "sketchpedes"
+    if not (base_data / "reid_raw.json").is_file():
+        generate_sketchpedes(base_data, SynthConfig(train_ids=2000, val_ids=50, test_ids=0, seed=BASE_SEED, **size, **synth), overwrite=True)
+    if not (data / "reid_raw.json").is_file():
+        generate_sketchpedes(data, SynthConfig(train_ids=800, val_ids=50, test_ids=TEST_IDS, noise=0.3, test_include=QUERY_ATTRIBUTES, **size, **synth), overwrite=True)
+    runs = root / "runs"
+    stage2_runs = sorted(runs.glob("quickstart-*/best")) + sorted(runs.glob("quickstart-*/last"))
+    if stage2_runs and (root / "train_minutes.txt").is_file():  # trained before an interruption: measure it again
+        return measure(name, root, stage2_runs[0], float((root / "train_minutes.txt").read_text()), data, eval_sets, gallery)
+    started = time.perf_counter()
+    shutil.rmtree(runs, ignore_errors=True)
+    base = train(load_recipe("sketchpedes-base", [f"data.path={base_data}", f"train.output_dir={runs}", f"train.max_steps={BASE_STEPS}",
+                                                   "train.eval_every=0", "train.checkpoint_every=0", *overrides]))
+    AcceleratorState._reset_state(True)
+    base_model = base.run_dir / ("best" if (base.run_dir / "best").is_dir() else "last")
+    stage2 = train(load_recipe("quickstart", [f"data.path={data}", f"train.output_dir={runs}", f"model.pretrained={base_model}",
+                                               f"optim.lr={STAGE2_LR}", f"train.max_steps={STAGE2_STEPS}", "train.max_minutes=null", *overrides]))
+    AcceleratorState._reset_state(True)
+    model_dir = stage2.run_dir / ("best" if (stage2.run_dir / "best").is_dir() else "last")
+    train_minutes = (time.perf_counter() - started) / 60
+    (root / "train_minutes.txt").write_text(f"{train_minutes:.3f}")
+    return measure(name, root, model_dir, train_minutes, data, eval_sets, gallery)
+
+
+def measure(name: str, root: Path, model_dir: Path, train_minutes: float, data: Path, eval_sets: dict[str, Path], gallery: Path) -> dict:
+    """R@1 on the variant's own and the shared test splits, precision@10 on the gallery, probes."""
+    from gadms_cli.evaluate import evaluate_benchmark
+    from gadms_cli.model.checkpoint import load_checkpoint
+
+    model = load_checkpoint(model_dir).eval()
+    result = {"variant": name, "description": VARIANTS[name][2], "model": str(model_dir), "train_minutes": round(train_minutes, 2)}
+    result["own_test_R1"] = evaluate_benchmark(model, data, "test", name="sketchpedes")["R1"]
+    for key, folder in eval_sets.items():
+        result[f"{key}_R1"] = evaluate_benchmark(model, folder, "test", name="sketchpedes")["R1"]
+
+    precision = _script("retrieve_precision")
+    from gadms_cli.retrieve import Retriever
+
+    lines = (gallery / "attributes.jsonl").read_text().splitlines()
+    records = [r for r in map(json.loads, lines) if r["split"] == "test"]
+    queries = precision.choose_queries(records, 2, 10)
+    retriever = Retriever(model_dir)
+    retriever.index(gallery / "imgs" / "test", index_dir=root / "gallery-index")
+    attributes_of = {r["file_path"].split("/", 1)[1]: r["attributes"] for r in records}
+    rows = []
+    for query, hits in zip(queries, retriever.search_texts([q.text for q in queries], top_k=10)):
+        relevant = sum(query.matches(a) for a in attributes_of.values())
+        p10 = sum(query.matches(attributes_of[h.relative_path]) for h in hits.hits) / 10
+        rows.append({"query": query.text, "attributes": precision.ATTRIBUTES[query.family], "relevant": relevant, "p10": p10, "ceiling": min(1.0, relevant / 10)})
+    result["precision_at_10"] = rows
+    result["mean_precision_at_10"] = round(sum(r["p10"] for r in rows if r["relevant"]) / max(1, sum(1 for r in rows if r["relevant"])), 3)
+
+    probe = _script("attribute_probe")
+    result["probe_balanced_accuracy"] = probe.probe_folder(model_dir, data, eval_sets["twins"])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/caption-realism"))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+
+    from gadms_cli.commands.quickstart import QUERY_ATTRIBUTES
+    from gadms_cli.data.synth import SynthConfig, generate_sketchpedes
+
+    size = dict(height=192, width=64)
+    eval_sets = {"no_twins": args.out / "eval-no-twins", "twins": args.out / "eval-twins"}
+    for key, folder in eval_sets.items():
+        if not (folder / "reid_raw.json").is_file():
+            generate_sketchpedes(folder, SynthConfig(train_ids=0, val_ids=0, test_ids=100, seed=5, twin_fraction=0.0 if key == "no_twins" else 0.3, **size), overwrite=True)
+    gallery = args.out / "gallery"
+    if not (gallery / "reid_raw.json").is_file():
+        generate_sketchpedes(gallery, SynthConfig(train_ids=0, val_ids=0, test_ids=200, seed=7, test_include=QUERY_ATTRIBUTES, **size), overwrite=True)
+
+    cache = args.out / "results.json"
+    results = json.loads(cache.read_text()) if cache.is_file() else {}
+    for name in args.variants:
+        if name not in results:
+            results[name] = run_variant(name, args.out, eval_sets, gallery)
+            cache.write_text(json.dumps(results, indent=1))
+        r = results[name]
+        probes = ", ".join(f"{k} {v:.2f}" for k, v in r["probe_balanced_accuracy"].items())
+        print(f"{name:10s} R@1 own {r['own_test_R1']:.1f}  no-twins {r['no_twins_R1']:.1f}  twins {r['twins_R1']:.1f}  "
+              f"P@10 {r['mean_precision_at_10']:.3f}  train {r['train_minutes']:.1f} min  probes: {probes}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.json.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"variants": results, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, indent=1) + "\n")
+        tmp.replace(args.json)
+
+
+if __name__ == "__main__":
+    main()

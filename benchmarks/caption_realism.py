@@ -37,6 +37,9 @@ HERE = Path(__file__).resolve().parent
 VARIANTS: dict[str, tuple[dict, list[str], str]] = {
     "old": ({"caption_mix": "full=1", "twin_fraction": 0.0}, [], "full captions only, no colour twins (SketchPedes before this change)"),
     "new": ({}, [], "default synth: 50/30/20 full/partial/short captions, 30% colour twins"),
+    "styles": ({"twin_fraction": 0.0}, [], "caption styles only: 50/30/20 full/partial/short, no colour twins"),
+    "twins": ({"caption_mix": "full=1"}, [], "colour twins only: 30% twins, full captions"),
+    "mild": ({"caption_mix": "full=0.8,partial=0.1,short=0.1"}, [], "80/10/10 full/partial/short captions, 30% colour twins"),
     "dropout": ({}, ["data.augment.caption_dropout=0.2"], "new data + caption dropout 0.2 (both stages)"),
     "lookalike": ({}, ["data.lookalike_group=4"], "new data + look-alike batches of 4 (both stages)"),
 }

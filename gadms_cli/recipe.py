@@ -289,19 +289,52 @@ def resolve_recipe_path(path: str | Path) -> Path:
     )
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read a recipe YAML file (or a shipped recipe by name), apply ``--set`` overrides, validate."""
-    path = resolve_recipe_path(path)
+def _read_yaml(path: Path) -> Any:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise GadmsError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    if not data and not overrides:
-        raise GadmsError(f"{path}: the recipe is empty; start from a shipped one ({', '.join(shipped_recipes())}) or write the sections model, data, method, optim, train")
+
+
+def merge_recipe_data(base: dict, child: dict) -> dict:
+    """``child`` over ``base``: sections merge key by key (nested mappings too); any other value replaces."""
+    merged = dict(base)
+    for key, value in child.items():
+        merged[key] = merge_recipe_data(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def read_recipe_data(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """A recipe file's data with its ``base:`` recipes merged under it (``base`` is a file relative to
+    this one, or a shipped recipe name; bases may have bases)."""
+    if path.resolve() in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, path.resolve()))
+        raise GadmsError(f"{path}: 'base' recipes form a cycle ({cycle}); remove one 'base' key")
+    data = _read_yaml(path)
     if not isinstance(data, dict):
         raise GadmsError(f"{path}: a recipe must be a mapping with sections model, data, method, optim, train")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base.strip():
+        raise GadmsError(f"{path}: 'base' must be a recipe file or shipped recipe name, e.g. base: finetune-common.yaml")
+    beside = path.parent / base
+    try:
+        base_path = beside if beside.is_file() else resolve_recipe_path(base)
+    except GadmsError:
+        raise GadmsError(f"{path}: 'base: {base}' not found beside it nor among the shipped recipes ({', '.join(shipped_recipes())})") from None
+    return merge_recipe_data(read_recipe_data(base_path, (*chain, path.resolve())), data)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe YAML file (or a shipped recipe by name) and its ``base:`` recipes, apply ``--set``
+    overrides, validate."""
+    path = resolve_recipe_path(path)
+    data = read_recipe_data(path)
+    if not data and not overrides:
+        raise GadmsError(f"{path}: the recipe is empty; start from a shipped one ({', '.join(shipped_recipes())}) or write the sections model, data, method, optim, train")
     apply_overrides(data, overrides or [])
     return recipe_from_dict(data, source=str(path))
 

@@ -138,6 +138,8 @@ class Trainer:
         set_seed(recipe.train.seed)
         with accelerator.main_process_first():  # the main process downloads weights first
             model = create_person_clip(recipe.model, with_mtp=uses_mtp(recipe.method), num_classes=None)
+        # The saved config states the temperature this run trains at (the quickstart's 10, the paper's 50).
+        model.config.logit_scale = model.logit_scale = float(recipe.method.logit_scale)
         self._record_real_model(model)
         report = getattr(model, "load_report", None)
         if self.main and report is not None and report.kind != "random init":

@@ -83,6 +83,9 @@ def test_run_directory_layout_and_metrics(sketchpedes, tmp_path):
     lines = (run / "metrics.jsonl").read_text().splitlines()
     import json
 
+    # The saved config states the temperature the run trained at: the quickstart recipe's ITC at 10, not the default 50.
+    assert json.loads((run / "last" / "config.json").read_text())["model"]["logit_scale"] == 10.0
+
     records = [json.loads(line) for line in lines]
     assert [r["step"] for r in records if r["split"] == "train"] == [1, 2, 3]
     val = [r for r in records if r["split"] == "val"]

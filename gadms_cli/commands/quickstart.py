@@ -137,6 +137,7 @@ def quickstart(
     if html:
         console.print(f"  search {html}")
     console.print("next:")
+    console.print(f"  gadms serve --gallery {data_dir / 'imgs' / 'test'} --model {model_dir}   # search page on http://127.0.0.1:8000/")
     console.print(f"  gadms retrieve \"man with a black backpack\" --gallery {data_dir / 'imgs' / 'test'} --model {model_dir} --explain")
     console.print(f"  gadms eval --bench {data_dir} --model {model_dir} --split val")
     console.print(

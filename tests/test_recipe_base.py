@@ -1,0 +1,53 @@
+"""Recipe inheritance (`base:`): merging by hand, the shipped fine-tuning recipes, cycles and missing bases."""
+
+from __future__ import annotations
+
+import pytest
+
+from gadms_cli.errors import GadmsError
+from gadms_cli.recipe import load_recipe, merge_recipe_data
+
+
+def test_merge_replaces_values_and_merges_sections():
+    base = {"data": {"path": "a", "augment": {"flip": True, "pad_crop": 10}}, "train": {"epochs": 60}}
+    child = {"data": {"path": "b", "augment": {"pad_crop": 4}}, "method": {"name": "clip"}}
+    assert merge_recipe_data(base, child) == {
+        "data": {"path": "b", "augment": {"flip": True, "pad_crop": 4}},
+        "train": {"epochs": 60},
+        "method": {"name": "clip"},
+    }
+    assert base["data"]["path"] == "a"  # the base is not changed
+
+
+def test_shipped_finetune_recipes_differ_only_in_data_and_run_name():
+    common = load_recipe("finetune-common")
+    for name, path, val in (("cuhk-pedes", "data/CUHK-PEDES", "val"), ("icfg-pedes", "data/ICFG-PEDES", None), ("rstpreid", "data/RSTPReid", "val")):
+        recipe = load_recipe(f"finetune-{name}")
+        assert (recipe.data.path, recipe.data.val_split, recipe.train.run_name) == (path, val, f"finetune-{name}")
+        assert recipe.method == common.method and recipe.optim == common.optim and recipe.model == common.model
+        assert (recipe.train.epochs, recipe.train.batch_size, recipe.data.samples_per_id) == (60, 128, 2)  # the paper's protocol
+
+
+def test_a_base_beside_the_recipe_with_its_own_base_and_set_overrides(tmp_path):
+    (tmp_path / "mine-common.yaml").write_text("base: quickstart\ntrain:\n  max_steps: 7\n  seed: 3\n")
+    (tmp_path / "mine.yaml").write_text("base: mine-common.yaml\ntrain:\n  seed: 5\n")
+    recipe = load_recipe(tmp_path / "mine.yaml", ["train.batch_size=16"])
+    quickstart = load_recipe("quickstart")
+    assert (recipe.train.max_steps, recipe.train.seed, recipe.train.batch_size) == (7, 5, 16)
+    assert recipe.method == quickstart.method and recipe.model == quickstart.model
+
+
+def test_cycles_missing_bases_and_unknown_keys_are_one_line_errors(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(GadmsError, match="cycle"):
+        load_recipe(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(GadmsError, match=r"'base: nowhere.yaml' not found"):
+        load_recipe(tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("base: quickstart\ntrain:\n  max_stepz: 3\n")
+    with pytest.raises(GadmsError, match="did you mean 'train.max_steps'"):
+        load_recipe(tmp_path / "d.yaml")
+    (tmp_path / "e.yaml").write_text("base: [quickstart]\n")
+    with pytest.raises(GadmsError, match="'base' must be"):
+        load_recipe(tmp_path / "e.yaml")

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 
 from gadms_cli.errors import GadmsError
+from gadms_cli.gadms.method_config import MethodRecipe
 from gadms_cli.gadms.ga_score import resolve_score_layers
 
 
@@ -71,38 +72,6 @@ class DataRecipe:
     caption_pairing: Literal["image", "caption"] = "image"
     num_workers: int = 2
     augment: AugmentRecipe = field(default_factory=AugmentRecipe)
-
-
-@dataclass
-class MethodRecipe:
-    """The objective (docs/method.md). ``gadms``: SDM on noise-masked captions + beta * MTP on
-    informative-masked captions; ``irra``: SDM + ID + random 15% MLM; ``clip``: alignment only."""
-
-    name: Literal["gadms", "irra", "clip"] = "gadms"
-    alignment: Literal["sdm", "itc"] = "sdm"
-    logit_scale: float = 50.0
-    token_score: Literal["ga", "similarity", "random"] = "ga"
-    score_timing: Literal["online", "cached"] = "online"
-    score_layers: int | float | Literal["all"] = 8  # last L text layers: a count, a fraction of the depth, or "all"
-    score_normalize: Literal["batch", "sample", "rank"] = "batch"  # paper: batch min-max
-    score_relu: bool = True  # paper: ReLU on the layer sum; false keeps the sign (calibration)
-    score_variant: Literal["spec", "public"] = "spec"  # public: the public GA-DMS code's score (ga_score_public.py)
-    initial_score: float = 0.85
-    noise_masking: bool = True
-    mtp: bool = True
-    mtp_weight: float = 0.4  # beta
-    noise_alpha: float = 0.2
-    noise_lambda: float = 20.0
-    noise_gamma: float = 0.9
-    informative_alpha: float = 0.3
-    informative_lambda: float = 20.0
-    informative_gamma: float = 0.1
-    mlm_probability: float = 0.15  # irra's uniform masking
-    # A caption whose masking drew no token: "sample" one (MTP/MLM only, in proportion to the
-    # probabilities), force the "first" word as [MASK] (IRRA's MLM; the public GA-DMS code, in
-    # BOTH maskings), or "none".
-    forced_token: Literal["sample", "first", "none"] = "sample"
-    id_loss: bool = False
 
 
 @dataclass

@@ -30,7 +30,6 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 from accelerate import Accelerator, PartialState
@@ -40,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from gadms_cli import progress
 from gadms_cli.errors import GadmsError, one_line_reason
 from gadms_cli.fileio import atomic_write
+from gadms_cli.data.train_data import TrainData
 from gadms_cli.launch_check import launch_mismatch
 from gadms_cli.optim import build_optimizer, build_scheduler
 from gadms_cli.recipe import Recipe, dump_recipe, load_recipe
@@ -84,17 +84,6 @@ def uses_mtp(method) -> bool:
 
 
 # --- data ------------------------------------------------------------------------
-
-
-@dataclass
-class TrainData:
-    """What the loop needs from the data, whatever its kind."""
-
-    batches: Callable[[int, int], Iterator[dict]]  # (epoch, start_batch) -> this process's micro-batches
-    steps_per_epoch: int  # optimiser steps per epoch
-    num_ids: int
-    num_captions: int
-    val: object | None  # an EvalSplit or None
 
 
 def build_train_data(recipe: Recipe, accelerator: Accelerator, tokenize, image_size) -> TrainData:

@@ -12,18 +12,17 @@ from gadms_cli.data.benchmarks import load_benchmark
 from gadms_cli.data.identity_sampler import IdentityBatchSampler
 from gadms_cli.data.lookalike_identities import caption_neighbours
 from gadms_cli.data.train_dataset import CaptionedImageDataset, collate_train
+from gadms_cli.data.train_data import TrainData
 from gadms_cli.errors import GadmsError
 
 
 def benchmark_train_data(recipe, accelerator, tokenize: Callable, transform: Callable, image_size):
-    """Build :class:`gadms_cli.train.TrainData` for ``data.kind: benchmark``.
+    """Build :class:`gadms_cli.data.train_data.TrainData` for ``data.kind: benchmark``.
 
     The global micro-batch (``train.batch_size / train.grad_accumulation``) holds
     P identities x K captions (K = ``data.samples_per_id``); each process gets
     its slice of every global micro-batch.
     """
-    from gadms_cli.train import TrainData
-
     bench = load_benchmark(Path(recipe.data.path), skip_missing=recipe.data.skip_missing, clean=recipe.data.clean_annotations)
     for key in ("train_split", "val_split"):
         split = getattr(recipe.data, key)

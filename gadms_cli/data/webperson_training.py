@@ -64,6 +64,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from gadms_cli.data.caption_dropout import drop_phrases
 from gadms_cli.data.webperson import HubWebPerson, JsonWebPerson, ParquetWebPerson, WebPersonRecord, open_webperson
 from gadms_cli.data.webperson_order import BLOCK_ROWS, read_order, shuffle_buffer, stream_source, take_rows
+from gadms_cli.data.train_data import TrainData
 from gadms_cli.errors import GadmsError
 from gadms_cli.progress import track
 
@@ -403,15 +404,13 @@ def load_batches(dataset: WebPersonBatches, num_workers: int, epoch: int, start_
 
 
 def webperson_train_data(recipe, accelerator, tokenize: Tokenize, transform: Transform, image_size=None):
-    """Build :class:`gadms_cli.train.TrainData` for ``data.kind: webperson``.
+    """Build :class:`gadms_cli.data.train_data.TrainData` for ``data.kind: webperson``.
 
     ``recipe.data.path`` is a WebPerson parquet folder (or file/glob), a GA-DMS JSON (or its
     folder) or a Hub dataset id. Each process's micro-batch holds
     ``train.batch_size / train.grad_accumulation / num_processes`` items (captions), i.e. half as
     many images; with ``data.caption_pairing: caption`` one caption per image (as many images). ``image_size`` is unused: ``transform`` already produces the model's size.
     """
-    from gadms_cli.train import TrainData
-
     data, train = recipe.data, recipe.train
     processes = accelerator.num_processes
     micro_global = train.batch_size // train.grad_accumulation

@@ -32,7 +32,7 @@ from gadms_cli.gadms.ga_score_public import public_ga_token_scores
 from gadms_cli.gadms.losses import distributed, id_loss, itc_loss, mtp_loss, sdm_loss
 from gadms_cli.gadms.score_table import ScoreTable
 from gadms_cli.model.text_taps import trim_to_longest
-from gadms_cli.recipe import MethodRecipe
+from gadms_cli.gadms.method_config import MethodRecipe
 
 IGNORE_INDEX = masking.IGNORE_INDEX
 

@@ -70,7 +70,7 @@ def test_mentions_name_exactly_the_attributes_the_words_describe(tmp_path):
 
 
 def test_partial_and_short_captions_are_shorter_and_mention_fewer_attributes(tmp_path):
-    generate_sketchpedes(tmp_path / "sp", SynthConfig(train_ids=150, val_ids=0, test_ids=0, **TINY))
+    generate_sketchpedes(tmp_path / "sp", SynthConfig(train_ids=150, val_ids=0, test_ids=0, **TINY, caption_mix="full=0.5,partial=0.3,short=0.2"))
     by_style = collections.defaultdict(list)
     for line in _lines(tmp_path / "sp"):
         for caption in line["captions"]:
@@ -79,7 +79,7 @@ def test_partial_and_short_captions_are_shorter_and_mention_fewer_attributes(tmp
     assert lengths["short"] < lengths["partial"] < lengths["full"]
     assert {m for _, m in by_style["short"]} <= {2, 3} and {m for _, m in by_style["partial"]} <= {2, 3, 4, 5}
     assert min(m for _, m in by_style["full"]) >= 5  # gender, hair, top, shoes and at least one more
-    # The default mix lands near CUHK-PEDES's average of about 23 words per caption.
+    # This mix lands near CUHK-PEDES's average of about 23 words per caption.
     assert 18 <= statistics.mean(n for rows in by_style.values() for n, _ in rows) <= 27
 
 
@@ -133,3 +133,14 @@ def test_cli_caption_flags_reach_the_files(tmp_path):
     assert {c["style"] for line in _lines(tmp_path / "sp") for c in line["captions"]} == {"short"}
     bad = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / "b"), "--caption-mix", "short=2"])
     assert bad.exit_code != 0 and len(bad.output.strip().splitlines()) == 1 and "--caption-mix" in bad.output
+
+
+def test_full_captions_without_twins_are_the_sketchpedes_of_before_the_styles(tmp_path):
+    """``--caption-mix full=1 --twin-fraction 0`` writes byte for byte what the generator wrote before caption
+    styles and twins existed (hash of the file that version wrote for these options, gadms a9c0600)."""
+    import hashlib
+
+    generate_sketchpedes(tmp_path / "sp", SynthConfig(train_ids=30, val_ids=5, test_ids=5, height=96, width=32, noise=0.3,
+                                                      caption_mix="full=1", twin_fraction=0.0))
+    digest = hashlib.sha256((tmp_path / "sp" / "reid_raw.json").read_bytes()).hexdigest()
+    assert digest == "d941377dbda97e901b69d02326001840c818fc8a5ac5775d13a5e3e8d176ddac"

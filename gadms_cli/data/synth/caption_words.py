@@ -62,8 +62,10 @@ CHOICE_KEYS: tuple[str, ...] = (
     "subject", "article", "hair_length", "hair_colour", "top_noun", "top_colour", "bottom_noun", "bottom_colour",
     "bottom_pair", "shoes_noun", "shoes_colour", "shoes_pair", "bag_noun", "bag_colour", "bag_phrase",
     "hat_noun", "hat_colour",
-    "neutral_noun", "worn_verb", "bag_verb", "hat_verb", "layout", "bare", "casing",
 )  # fmt: skip
+# Word choices only partial and short captions make (drawn after CHOICE_KEYS, for those styles only,
+# so full captions draw exactly what they drew before the styles existed).
+PARTIAL_CHOICE_KEYS: tuple[str, ...] = ("neutral_noun", "worn_verb", "bag_verb", "hat_verb", "layout", "bare", "casing")
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,7 @@ class CaptionPlan:
         choices = {key: rng.random() for key in CHOICE_KEYS}
         if style == "full":
             return cls(template, choices)
+        choices |= {key: rng.random() for key in PARTIAL_CHOICE_KEYS}
         low, high = MENTION_COUNTS[style]
         order = tuple(sorted(MENTION_SLOTS, key=lambda slot: -rng.random() ** (1.0 / MENTION_WEIGHTS[slot])))
         colourless = tuple(slot for slot in MENTION_SLOTS[1:] if slot != "shoes" and rng.random() < COLOURLESS_SHARE)

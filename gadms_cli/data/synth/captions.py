@@ -165,7 +165,11 @@ class CaptionMix:
         return ",".join(f"{style}={value:g}" for style, value in self.fractions().items())
 
     def draw(self, rng: random.Random) -> str:
-        """One style, drawn with these fractions."""
+        """One style, drawn with these fractions (a mix of one style draws nothing from ``rng``, so
+        ``full=1`` captions are exactly those of SketchPedes before the mix existed)."""
+        used = [style for style, value in self.fractions().items() if value > 0]
+        if len(used) == 1:
+            return used[0]
         u, total = rng.random(), 0.0
         for style, value in self.fractions().items():
             total += value

@@ -48,10 +48,10 @@ class SynthConfig:
     ``height``/``width`` are the image size in pixels; ``noise`` is the fraction
     of TRAIN captions corrupted (val/test captions are always clean);
     ``shard_rows`` is the number of train images per WebPerson parquet shard.
-    ``caption_mix`` (``"full=0.5,partial=0.3,short=0.2"``) says how often a TRAIN
+    ``caption_mix`` (e.g. ``"full=0.5,partial=0.3,short=0.2"``; default all full) says how often a TRAIN
     caption describes the whole outfit, a few attributes, or reads like a short
     query (val/test captions are always full, so each names exactly one person);
-    ``twin_fraction`` of the identities of each split share the clothes of an
+    ``twin_fraction`` (default 0) of the identities of each split share the clothes of an
     earlier identity of that split and differ only in gender, hair, hat or bag;
     ``test_include`` (``"gender=female,top.type=coat,top.colour=red"``) makes the
     first ``test_include_count`` test identities match it.
@@ -68,8 +68,8 @@ class SynthConfig:
     workers: int = 1
     jpeg_quality: int = 90
     shard_rows: int = 10_000
-    caption_mix: str = "full=0.5,partial=0.3,short=0.2"
-    twin_fraction: float = 0.3
+    caption_mix: str = "full=1"
+    twin_fraction: float = 0.0
     test_include: str = ""
     test_include_count: int = 3
 

@@ -35,3 +35,4 @@ clean:
 
 docs: install
 	$(BIN)/typer gadms_cli.cli utils docs --name gadms --title "gadms command line reference" --output docs/cli.md
+	$(BIN)/python -c "import json; from gadms_cli.recipe import recipe_json_schema; open('docs/recipe-schema.json', 'w').write(json.dumps(recipe_json_schema(), indent=1) + '\n')"

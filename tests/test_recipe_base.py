@@ -51,3 +51,23 @@ def test_cycles_missing_bases_and_unknown_keys_are_one_line_errors(tmp_path):
     (tmp_path / "e.yaml").write_text("base: [quickstart]\n")
     with pytest.raises(GadmsError, match="'base' must be"):
         load_recipe(tmp_path / "e.yaml")
+
+
+def test_the_recipe_json_schema_in_the_docs_is_current_and_states_the_ranges():
+    import json
+    from pathlib import Path
+
+    from gadms_cli.recipe import recipe_json_schema
+
+    schema = recipe_json_schema()
+    written = json.loads((Path(__file__).resolve().parent.parent / "docs" / "recipe-schema.json").read_text())
+    assert written == schema, "docs/recipe-schema.json is stale: run `make docs`"
+    defs = schema["$defs"]
+    assert set(schema["properties"]) == {"model", "data", "method", "optim", "train"}
+    assert defs["DataRecipe"]["properties"]["kind"]["enum"] == ["benchmark", "webperson"]
+    assert defs["DataRecipe"]["properties"]["samples_per_id"]["minimum"] == 1
+    dropout = defs["AugmentRecipe"]["properties"]["caption_dropout"]
+    assert (dropout["minimum"], dropout["exclusiveMaximum"]) == (0, 1)
+    assert defs["OptimRecipe"]["properties"]["lr"]["exclusiveMinimum"] == 0
+    assert defs["MethodRecipe"]["properties"]["noise_alpha"]["maximum"] == 1
+    assert defs["TrainRecipe"]["additionalProperties"] is False  # unknown keys are refused

@@ -45,7 +45,7 @@ def test_overrides_are_typed_and_nested(tmp_path):
         (["train.epochs=three"], "'train.epochs' must be int, got 'three'"),
         (["method.token_score=gradient"], "'method.token_score' must be 'ga' | 'similarity' | 'random'"),
         (["train.batch_size=100", "train.grad_accumulation=3"], "must be a multiple of 'train.grad_accumulation'"),
-        (["method.noise_alpha=1.5"], "'method.noise_alpha' must lie in [0, 1]"),
+        (["method.noise_alpha=1.5"], "'method.noise_alpha' must be in [0, 1], got 1.5"),
         (["epochs"], "expected key=value"),
     ],
 )

@@ -6,11 +6,18 @@ Every key is documented in docs/recipes.md; the equations they set are in docs/m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
-__all__ = ["MethodRecipe"]
+from pydantic import ConfigDict, Field, with_config
+
+__all__ = ["RECIPE_CONFIG", "MethodRecipe"]
+
+# How pydantic checks every recipe section: no unknown keys, no NaN or infinity.
+RECIPE_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
+Probability = Annotated[float, Field(ge=0, le=1)]
 
 
+@with_config(RECIPE_CONFIG)
 @dataclass
 class MethodRecipe:
     """The objective (docs/method.md). ``gadms``: SDM on noise-masked captions + beta * MTP on
@@ -18,24 +25,24 @@ class MethodRecipe:
 
     name: Literal["gadms", "irra", "clip"] = "gadms"
     alignment: Literal["sdm", "itc"] = "sdm"
-    logit_scale: float = 50.0
+    logit_scale: Annotated[float, Field(gt=0)] = 50.0
     token_score: Literal["ga", "similarity", "random"] = "ga"
     score_timing: Literal["online", "cached"] = "online"
     score_layers: int | float | Literal["all"] = 8  # last L text layers: a count, a fraction of the depth, or "all"
     score_normalize: Literal["batch", "sample", "rank"] = "batch"  # paper: batch min-max
     score_relu: bool = True  # paper: ReLU on the layer sum; false keeps the sign (calibration)
     score_variant: Literal["spec", "public"] = "spec"  # public: the public GA-DMS code's score (ga_score_public.py)
-    initial_score: float = 0.85
+    initial_score: Probability = 0.85
     noise_masking: bool = True
     mtp: bool = True
-    mtp_weight: float = 0.4  # beta
-    noise_alpha: float = 0.2
-    noise_lambda: float = 20.0
+    mtp_weight: Annotated[float, Field(ge=0)] = 0.4  # beta
+    noise_alpha: Probability = 0.2
+    noise_lambda: Annotated[float, Field(ge=0)] = 20.0
     noise_gamma: float = 0.9
-    informative_alpha: float = 0.3
-    informative_lambda: float = 20.0
+    informative_alpha: Probability = 0.3
+    informative_lambda: Annotated[float, Field(ge=0)] = 20.0
     informative_gamma: float = 0.1
-    mlm_probability: float = 0.15  # irra's uniform masking
+    mlm_probability: Probability = 0.15  # irra's uniform masking
     # A caption whose masking drew no token: "sample" one (MTP/MLM only, in proportion to the
     # probabilities), force the "first" word as [MASK] (IRRA's MLM; the public GA-DMS code, in
     # BOTH maskings), or "none".

@@ -22,11 +22,34 @@ The schedule is per optimiser step: linear warm-up from ``warmup_start_factor * 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field, with_config
 from torch import nn
 
-from gadms_cli.recipe import OptimRecipe
+from gadms_cli.config_checks import RECIPE_CONFIG
+
+
+@with_config(RECIPE_CONFIG)
+@dataclass
+class OptimRecipe:
+    """The optimiser's configuration: the ``optim`` section of a recipe (owned here, read by the recipe)."""
+
+    optimizer: Literal["adam", "adamw"] = "adam"
+    lr: Annotated[float, Field(gt=0)] = 1e-4
+    weight_decay: Annotated[float, Field(ge=0)] = 4e-5
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: Annotated[float, Field(gt=0)] = 1e-8
+    groups: Literal["irra", "uniform"] = "irra"  # irra: IRRA's per-name rules; uniform: one lr and decay (public GA-DMS pretraining)
+    new_module_lr_mult: Annotated[float, Field(ge=0)] = 5.0  # decoder and classifier (IRRA)
+    bias_lr_mult: Annotated[float, Field(ge=0)] = 2.0
+    bias_weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    warmup_epochs: Annotated[float, Field(ge=0)] = 5.0
+    warmup_start_factor: Annotated[float, Field(ge=0)] = 0.1
+    min_lr: Annotated[float, Field(ge=0)] = 0.0
+    grad_clip: Annotated[float, Field(gt=0, description="or null: no clipping")] | None = None
 
 
 def parameter_lr_and_decay(name: str, optim: OptimRecipe) -> tuple[float, float]:

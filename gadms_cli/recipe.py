@@ -24,78 +24,20 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, TypeAdapter, ValidationError, with_config
 
+from gadms_cli.config_checks import RECIPE_CONFIG
+from gadms_cli.data.data_config import AugmentConfig, DataRecipe
 from gadms_cli.errors import GadmsError
 from gadms_cli.gadms.ga_score import resolve_score_layers
-from gadms_cli.gadms.method_config import RECIPE_CONFIG, MethodRecipe
+from gadms_cli.gadms.method_config import MethodRecipe
+from gadms_cli.model.model_config import ModelRecipe
+from gadms_cli.optim import OptimRecipe
 
-
-@with_config(RECIPE_CONFIG)
-@dataclass
-class ModelRecipe:
-    """Which CLIP to build and from which weights (see docs/model.md)."""
-
-    arch: str = "ViT-B-16"  # open_clip architecture name or a JSON config file
-    pretrained: str | None = "openai"  # open_clip tag, a weights file, a run/checkpoint dir, or null
-    image_size: tuple[int, int] = (384, 128)  # (height, width) in pixels
-    context_length: int | None = None  # text tokens; null keeps the architecture's
-    decoder_layers: Annotated[int, Field(ge=1)] = 4  # cross-modal MTP decoder depth (IRRA: 4)
-    decoder_heads: int | None = None  # null: the text tower's head count
-
-
-@with_config(RECIPE_CONFIG)
-@dataclass
-class AugmentRecipe:
-    flip: bool = True
-    pad_crop: int = 10
-    random_erasing: float = 0.5
-    interpolation: Literal["bilinear", "bicubic"] = "bilinear"  # resize filter (IRRA: bilinear)
-    erasing_fill: Literal["mean", "zero"] = "mean"  # IRRA fills erased boxes with value=mean after normalisation
-    caption_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0  # drop each caption phrase with this probability (data/caption_dropout.py); 0: off
-
-
-@with_config(RECIPE_CONFIG)
-@dataclass
-class DataRecipe:
-    """Training and validation data.
-
-    ``kind`` is ``benchmark`` (a CUHK-PEDES / ICFG-PEDES / RSTPReid / SketchPedes
-    folder: identity-balanced P x K batches) or ``webperson`` (parquet shards, a
-    GA-DMS JSON file or an HF dataset id: one identity per image, its two
-    captions, streamed).
-    """
-
-    kind: Literal["benchmark", "webperson"] = "benchmark"
-    path: str = "data/CUHK-PEDES"
-    train_split: str = "train"
-    val_split: str | None = "val"  # null: no validation (keep the last epoch)
-    val_bench: str | None = None  # validate on another benchmark folder (pretraining)
-    samples_per_id: Annotated[int, Field(ge=1)] = 2  # K of the P x K sampler (benchmark kind)
-    lookalike_group: Annotated[int, Field(ge=1, description="1: random batches")] = 1  # >1: batches of groups of this many look-alike identities (data/lookalike_identities.py)
-    skip_missing: bool = False
-    clean_annotations: bool = False  # merge repeated image records, drop empty captions (default: as IRRA counts)
-    # webperson: "image" puts both captions of an image in one batch under one identity; "caption" (the public
-    # script) gives each batch item one caption of a different image, every caption its own identity
-    caption_pairing: Literal["image", "caption"] = "image"
-    num_workers: Annotated[int, Field(ge=0)] = 2
-    augment: AugmentRecipe = field(default_factory=AugmentRecipe)
-
-
-@with_config(RECIPE_CONFIG)
-@dataclass
-class OptimRecipe:
-    optimizer: Literal["adam", "adamw"] = "adam"
-    lr: Annotated[float, Field(gt=0)] = 1e-4
-    weight_decay: Annotated[float, Field(ge=0)] = 4e-5
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: Annotated[float, Field(gt=0)] = 1e-8
-    groups: Literal["irra", "uniform"] = "irra"  # irra: IRRA's per-name rules; uniform: one lr and decay (public GA-DMS pretraining)
-    new_module_lr_mult: Annotated[float, Field(ge=0)] = 5.0  # decoder and classifier (IRRA)
-    bias_lr_mult: Annotated[float, Field(ge=0)] = 2.0
-    bias_weight_decay: Annotated[float, Field(ge=0)] = 0.0
-    warmup_epochs: Annotated[float, Field(ge=0)] = 5.0
-    warmup_start_factor: Annotated[float, Field(ge=0)] = 0.1
-    min_lr: Annotated[float, Field(ge=0)] = 0.0
-    grad_clip: Annotated[float, Field(gt=0, description="or null: no clipping")] | None = None
+# Each section's config is owned by its layer; these names are the recipe's view of them.
+AugmentRecipe = AugmentConfig
+__all__ = [
+    "AugmentRecipe", "DataRecipe", "MethodRecipe", "ModelRecipe", "OptimRecipe", "Recipe", "TrainRecipe",
+    "load_recipe", "recipe_from_dict", "recipe_json_schema", "dump_recipe", "recipe_to_dict",
+]  # fmt: skip
 
 
 @with_config(RECIPE_CONFIG)

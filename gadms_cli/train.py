@@ -87,11 +87,9 @@ def uses_mtp(method) -> bool:
 
 
 def build_train_data(recipe: Recipe, accelerator: Accelerator, tokenize, image_size) -> TrainData:
-    from gadms_cli.data.transforms import AugmentConfig, train_transform
+    from gadms_cli.data.transforms import train_transform
 
-    image_switches = {key: value for key, value in asdict(recipe.data.augment).items() if key != "caption_dropout"}
-    augment = AugmentConfig(**image_switches)  # caption dropout is applied by the datasets
-    transform = train_transform(image_size, augment)
+    transform = train_transform(image_size, recipe.data.augment)  # caption dropout is applied by the datasets
     if recipe.data.kind == "benchmark":
         from gadms_cli.data.benchmark_training import benchmark_train_data
 

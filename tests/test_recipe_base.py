@@ -66,7 +66,7 @@ def test_the_recipe_json_schema_in_the_docs_is_current_and_states_the_ranges():
     assert set(schema["properties"]) == {"model", "data", "method", "optim", "train"}
     assert defs["DataRecipe"]["properties"]["kind"]["enum"] == ["benchmark", "webperson"]
     assert defs["DataRecipe"]["properties"]["samples_per_id"]["minimum"] == 1
-    dropout = defs["AugmentRecipe"]["properties"]["caption_dropout"]
+    dropout = defs["AugmentConfig"]["properties"]["caption_dropout"]
     assert (dropout["minimum"], dropout["exclusiveMaximum"]) == (0, 1)
     assert defs["OptimRecipe"]["properties"]["lr"]["exclusiveMinimum"] == 0
     assert defs["MethodRecipe"]["properties"]["noise_alpha"]["maximum"] == 1

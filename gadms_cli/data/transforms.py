@@ -13,27 +13,16 @@ preprocessing) and ``erasing_fill="zero"`` (the normalised dataset mean, i.e. a 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
+from gadms_cli.data.data_config import AugmentConfig
+
 # OpenAI CLIP pixel statistics (RGB, values in [0, 1]); open_clip uses the same numbers.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Train-time augmentation switches (the paper uses all three)."""
-
-    flip: bool = True
-    pad_crop: int = 10  # pixels of padding before the random crop; 0 disables
-    random_erasing: float = 0.5  # probability; 0 disables
-    interpolation: str = "bilinear"  # resize filter: bilinear (IRRA, GA-DMS code) or bicubic (CLIP)
-    erasing_fill: str = "mean"  # erased box: "mean" (IRRA's value=mean, after normalisation) or "zero"
 
 
 INTERPOLATIONS = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}
@@ -56,8 +45,10 @@ def eval_transform(image_size: tuple[int, int] = (384, 128), interpolation: str 
     )
 
 
-def train_transform(image_size: tuple[int, int] = (384, 128), augment: AugmentConfig = AugmentConfig()) -> T.Compose:
-    """Training pipeline: eval resize plus flip, pad + random crop and random erasing (each switchable)."""
+def train_transform(image_size: tuple[int, int] = (384, 128), augment: AugmentConfig | None = None) -> T.Compose:
+    """Training pipeline: eval resize plus flip, pad + random crop and random erasing (each switchable;
+    ``augment`` None: the paper's, :class:`AugmentConfig`'s defaults). Its ``caption_dropout`` is the datasets'."""
+    augment = augment or AugmentConfig()
     steps: list = [T.Lambda(_to_rgb), T.Resize(image_size, interpolation=INTERPOLATIONS[augment.interpolation])]
     if augment.flip:
         steps.append(T.RandomHorizontalFlip(0.5))

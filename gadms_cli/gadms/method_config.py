@@ -8,12 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, with_config
+from pydantic import Field, with_config
 
-__all__ = ["RECIPE_CONFIG", "MethodRecipe"]
+from gadms_cli.config_checks import RECIPE_CONFIG
 
-# How pydantic checks every recipe section: no unknown keys, no NaN or infinity.
-RECIPE_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
+__all__ = ["MethodRecipe"]
 Probability = Annotated[float, Field(ge=0, le=1)]
 
 

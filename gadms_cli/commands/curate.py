@@ -21,6 +21,9 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from gadms_cli.commands.common import cli_command, console, err_console
+from gadms_cli.curate.person_filter import FilterRules
+
+_RULES = FilterRules()  # the filter's defaults (the paper's) are the library's, written once
 
 
 class _RunByDefault(TyperGroup):
@@ -111,18 +114,18 @@ def run(
     detector_weights: Optional[Path] = typer.Option(None, "--detector-weights", help="Detector weights file (default for keypoint-rcnn: torchvision's cache).", rich_help_panel=_DETECTOR),
     detector_min_size: int = typer.Option(800, "--detector-min-size", help="Shorter image side (px) inside Keypoint R-CNN.", rich_help_panel=_DETECTOR),
     detector_max_size: int = typer.Option(1333, "--detector-max-size", help="Longest image side (px) inside Keypoint R-CNN.", rich_help_panel=_DETECTOR),
-    min_score: float = typer.Option(0.85, "--min-score", help="A person's box confidence must be above this.", rich_help_panel=_DETECTOR),
-    min_short_side: float = typer.Option(90.0, "--min-short-side", help="The box's shorter side must be above this (px).", rich_help_panel=_DETECTOR),
-    min_aspect: float = typer.Option(2.0, "--min-aspect", help="Lowest box height:width.", rich_help_panel=_DETECTOR),
-    max_aspect: float = typer.Option(4.0, "--max-aspect", help="Highest box height:width.", rich_help_panel=_DETECTOR),
-    min_keypoints: int = typer.Option(8, "--min-keypoints", help="Fewest visible COCO keypoints.", rich_help_panel=_DETECTOR),
-    min_hip_keypoints: int = typer.Option(1, "--min-hip-keypoints", help="Fewest visible hips.", rich_help_panel=_DETECTOR),
-    min_head_keypoints: int = typer.Option(2, "--min-head-keypoints", help="Fewest visible head keypoints (nose, eyes, ears).", rich_help_panel=_DETECTOR),
-    keypoint_threshold: float = typer.Option(0.5, "--keypoint-threshold", help="Confidence (0..1) at which a keypoint counts as visible.", rich_help_panel=_DETECTOR),
-    max_persons: int = typer.Option(1, "--max-persons", help="Most persons (score >= --count-score) an image may hold.", rich_help_panel=_DETECTOR),
-    count_score: float = typer.Option(0.5, "--count-score", help="Detections scoring this or more count as persons for --max-persons.", rich_help_panel=_DETECTOR),
-    crop: str = typer.Option("box", "--crop", help="box: cut out each kept person (with --margin); image: keep the whole image.", rich_help_panel=_DETECTOR),
-    margin: float = typer.Option(0.1, "--margin", help="Crop margin, a fraction of the box's width/height per side.", rich_help_panel=_DETECTOR),
+    min_score: float = typer.Option(_RULES.min_score, "--min-score", help="A person's box confidence must be above this.", rich_help_panel=_DETECTOR),
+    min_short_side: float = typer.Option(_RULES.min_short_side, "--min-short-side", help="The box's shorter side must be above this (px).", rich_help_panel=_DETECTOR),
+    min_aspect: float = typer.Option(_RULES.min_aspect, "--min-aspect", help="Lowest box height:width.", rich_help_panel=_DETECTOR),
+    max_aspect: float = typer.Option(_RULES.max_aspect, "--max-aspect", help="Highest box height:width.", rich_help_panel=_DETECTOR),
+    min_keypoints: int = typer.Option(_RULES.min_keypoints, "--min-keypoints", help="Fewest visible COCO keypoints.", rich_help_panel=_DETECTOR),
+    min_hip_keypoints: int = typer.Option(_RULES.min_hip_keypoints, "--min-hip-keypoints", help="Fewest visible hips.", rich_help_panel=_DETECTOR),
+    min_head_keypoints: int = typer.Option(_RULES.min_head_keypoints, "--min-head-keypoints", help="Fewest visible head keypoints (nose, eyes, ears).", rich_help_panel=_DETECTOR),
+    keypoint_threshold: float = typer.Option(_RULES.keypoint_threshold, "--keypoint-threshold", help="Confidence (0..1) at which a keypoint counts as visible.", rich_help_panel=_DETECTOR),
+    max_persons: int = typer.Option(_RULES.max_persons, "--max-persons", help="Most persons (score >= --count-score) an image may hold.", rich_help_panel=_DETECTOR),
+    count_score: float = typer.Option(_RULES.count_score, "--count-score", help="Detections scoring this or more count as persons for --max-persons.", rich_help_panel=_DETECTOR),
+    crop: str = typer.Option(_RULES.crop, "--crop", help="box: cut out each kept person (with --margin); image: keep the whole image.", rich_help_panel=_DETECTOR),
+    margin: float = typer.Option(_RULES.margin, "--margin", help="Crop margin, a fraction of the box's width/height per side.", rich_help_panel=_DETECTOR),
     captioner: str = _captioner_opt,
     model: str = _model_opt,
     base_url: str = _base_url_opt,

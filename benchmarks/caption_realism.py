@@ -44,6 +44,9 @@ VARIANTS: dict[str, tuple[dict, list[str], str]] = {
     "mild": ({"caption_mix": "full=0.8,partial=0.1,short=0.1", "twin_fraction": 0.3}, [], "80/10/10 full/partial/short captions, 30% colour twins"),
     "dropout": (REALISTIC, ["data.augment.caption_dropout=0.2"], "50/30/20 captions, 30% twins + caption dropout 0.2 (both stages)"),
     "lookalike": (REALISTIC, ["data.lookalike_group=4"], "50/30/20 captions, 30% twins + look-alike batches of 4 (both stages)"),
+    "conv": ({}, ["model.arch=gadms-small-conv"], "synth defaults, image tower with a convolutional stem (gadms-small-conv)"),
+    "conv_twins": ({"twin_fraction": 0.3}, ["model.arch=gadms-small-conv"], "30% colour twins, full captions, gadms-small-conv"),
+    "conv_new": (REALISTIC, ["model.arch=gadms-small-conv"], "50/30/20 captions, 30% twins, gadms-small-conv"),
 }
 
 

@@ -34,11 +34,12 @@ def create_model(
     with_mtp: bool = False,
     device: str | torch.device = "cpu",
 ) -> PersonCLIP:
-    """A :class:`PersonCLIP` in eval mode: ``name_or_path`` is an architecture (``list_models()``) with
-    optional ``pretrained`` (an open_clip tag such as ``openai``, a weights file or a checkpoint folder),
-    or a model folder / weights file (then ``pretrained`` must be None)."""
+    """A :class:`PersonCLIP` in eval mode: ``name_or_path`` is an architecture (``list_models()`` or an
+    open_clip-style JSON config file) with optional ``pretrained`` (an open_clip tag such as ``openai``,
+    a weights file or a checkpoint folder), or a model folder / weights file (then ``pretrained`` must
+    be None)."""
     path = Path(name_or_path)
-    if path.exists():
+    if path.exists() and path.suffix != ".json":
         if pretrained is not None:
             raise ValueError(f"{name_or_path} is already a model; pretrained= is for architecture names")
         return load_model(path, device=device)

@@ -76,6 +76,11 @@ def export_model(model: PersonCLIP, out_dir: str | os.PathLike, fmt: str = "open
 
     if fmt not in FORMATS:
         raise GadmsError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    if "conv_stem" in model.config.clip_config.get("vision_cfg", {}):
+        raise GadmsError(
+            f"{model.config.arch} has a convolutional stem (vision_cfg.conv_stem) that open_clip cannot build, so it has no "
+            "open_clip or Hub form; share the gadms model folder itself (gadms_cli.load_model reads it)"
+        )
     target = Path(out_dir)
     if target.exists() and not overwrite:
         raise GadmsError(f"{target} exists; pass --overwrite to replace it or choose another folder")

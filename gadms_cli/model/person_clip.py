@@ -29,6 +29,7 @@ from open_clip.transformer import VisionTransformer
 from torch import nn
 
 from gadms_cli.errors import GadmsError
+from gadms_cli.model.conv_stem import ConvStem, check_conv_stem
 from gadms_cli.model.mtp_decoder import MTPDecoder, identity_classifier
 from gadms_cli.model.text_taps import TextTowerOutput, check_text_tower, run_text_tower
 from gadms_cli.model.tokenizer import EOT_ID, MASK_ID, SOT_ID, VOCAB_SIZE
@@ -113,7 +114,16 @@ class PersonCLIP(nn.Module):
             raise GadmsError(
                 f"text vocab_size {text_cfg.get('vocab_size')} differs from the CLIP BPE tokenizer's {config.vocab_size}"
             )
+        vision_cfg = dict(clip_kwargs.get("vision_cfg", {}))
+        conv_stem = vision_cfg.pop("conv_stem", None)  # ours, not open_clip's (model/conv_stem.py)
+        clip_kwargs["vision_cfg"] = vision_cfg
         self.clip = CLIP(**clip_kwargs)
+        if conv_stem is not None:
+            try:
+                channels = check_conv_stem(conv_stem, int(vision_cfg.get("patch_size", 16)))
+            except ValueError as error:
+                raise GadmsError(f"architecture {config.arch}: {error}") from None
+            self.clip.visual.conv1 = ConvStem(channels, self.clip.visual.conv1.out_channels)
         self.clip.logit_scale.requires_grad_(False)
         check_text_tower(self.clip)
         self.logit_scale = float(config.logit_scale)

@@ -251,6 +251,8 @@ def prepare_base(args: argparse.Namespace, profile: Profile) -> Path | None:
     data_dir, manifest = generate_once(root / "sketchpedes", profile.base_synth)
     # The full profile trains exactly the shipped recipe (what docs/method.md tells users to run).
     overrides = [f"data.path={data_dir}"]
+    if profile.arch is None:  # the recipe's architecture, named so that it is part of the cache key
+        overrides.append(f"model.arch={load_recipe('sketchpedes-base').model.arch}")
     if profile.arch is not None:
         overrides += [f"model.arch={profile.arch}", f"model.image_size=[{profile.image_size[0]}, {profile.image_size[1]}]",
                       f"train.batch_size={profile.batch_size}", f"data.num_workers={profile.num_workers}",
@@ -289,8 +291,10 @@ def base_overrides(args: argparse.Namespace, profile: Profile, data_dir: Path, s
         # From a trained start the quickstart's from-scratch lr 5e-4 undoes the base: measured on
         # seed 0, clip fell from the base's 76.6 test R@1 to 71.0 at 5e-4 and to 74.0 at 1e-4.
         common.append(f"optim.lr={BASE_LR}")
-    if profile.arch is not None:
-        common.append(f"model.arch={profile.arch}")
+    from gadms_cli.recipe import load_recipe
+
+    # The architecture is always named, so that it is part of every cache key (the quickstart's may change).
+    common.append(f"model.arch={profile.arch or load_recipe('quickstart').model.arch}")
     if profile.image_size is not None:
         common.append(f"model.image_size=[{profile.image_size[0]}, {profile.image_size[1]}]")
     if profile.batch_size is not None:

@@ -67,7 +67,7 @@ def test_bad_yaml_names_the_file_and_line(tmp_path):
 def test_shipped_recipes_are_found_by_name_from_anywhere(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for name in ("quickstart", "quickstart.yaml", "recipes/quickstart.yaml"):
-        assert load_recipe(name).model.arch == "gadms-small"
+        assert load_recipe(name).model.arch == "gadms-small-conv"
 
 
 def test_dumped_recipe_reloads_identically(tmp_path):

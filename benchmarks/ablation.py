@@ -43,6 +43,8 @@ the ``--out`` folder).
     python benchmarks/ablation.py --noise 0.5 --arms clip similarity ga_mtp_cached
     python benchmarks/ablation.py --base none              # from random weights
     python benchmarks/ablation.py --quick                  # smoke run: tiny model, tiny data, few steps
+    python benchmarks/ablation.py --arch gadms-small       # the model of the tables in docs/results (before
+                                                           # the quickstart moved to gadms-small-conv)
 
 Prefer ``--steps`` (the default): every arm then takes exactly the same optimiser steps
 and the same learning-rate schedule, and the time each run took is reported beside it.
@@ -252,7 +254,7 @@ def prepare_base(args: argparse.Namespace, profile: Profile) -> Path | None:
     # The full profile trains exactly the shipped recipe (what docs/method.md tells users to run).
     overrides = [f"data.path={data_dir}"]
     if profile.arch is None:  # the recipe's architecture, named so that it is part of the cache key
-        overrides.append(f"model.arch={load_recipe('sketchpedes-base').model.arch}")
+        overrides.append(f"model.arch={args.arch or load_recipe('sketchpedes-base').model.arch}")
     if profile.arch is not None:
         overrides += [f"model.arch={profile.arch}", f"model.image_size=[{profile.image_size[0]}, {profile.image_size[1]}]",
                       f"train.batch_size={profile.batch_size}", f"data.num_workers={profile.num_workers}",
@@ -294,7 +296,7 @@ def base_overrides(args: argparse.Namespace, profile: Profile, data_dir: Path, s
     from gadms_cli.recipe import load_recipe
 
     # The architecture is always named, so that it is part of every cache key (the quickstart's may change).
-    common.append(f"model.arch={profile.arch or load_recipe('quickstart').model.arch}")
+    common.append(f"model.arch={profile.arch or args.arch or load_recipe('quickstart').model.arch}")
     if profile.image_size is not None:
         common.append(f"model.image_size=[{profile.image_size[0]}, {profile.image_size[1]}]")
     if profile.batch_size is not None:
@@ -536,6 +538,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="work folder: data, runs, cache (default runs/ablation-sketchpedes[-quick])")
     parser.add_argument("--results", type=Path, default=None, help="where the .md/.json go (default docs/results; --quick: --out)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra recipe override for every arm (repeatable)")
+    parser.add_argument("--arch", default=None, help="architecture of the base model and every arm (default: the recipes'; the tables in docs/results used gadms-small)")
     parser.add_argument("--cpu", action="store_true", help="train on CPU even when a GPU is present")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (two processes of 1 thread each share 2 cores best)")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny model and data, a few steps, one seed")

@@ -25,7 +25,7 @@ import yaml
 from pydantic import Field, TypeAdapter, ValidationError, with_config
 
 from gadms_cli.config_checks import RECIPE_CONFIG
-from gadms_cli.data.data_config import AugmentConfig, DataRecipe
+from gadms_cli.data.data_config import DATA_KINDS, AugmentConfig, BenchmarkDataRecipe, DataRecipe, WebPersonDataRecipe
 from gadms_cli.errors import GadmsError
 from gadms_cli.gadms.ga_score import resolve_score_layers
 from gadms_cli.gadms.method_config import MethodRecipe
@@ -35,7 +35,7 @@ from gadms_cli.optim import OptimRecipe
 # Each section's config is owned by its layer; these names are the recipe's view of them.
 AugmentRecipe = AugmentConfig
 __all__ = [
-    "AugmentRecipe", "DataRecipe", "MethodRecipe", "ModelRecipe", "OptimRecipe", "Recipe", "TrainRecipe",
+    "AugmentRecipe", "BenchmarkDataRecipe", "DataRecipe", "WebPersonDataRecipe", "MethodRecipe", "ModelRecipe", "OptimRecipe", "Recipe", "TrainRecipe",
     "load_recipe", "recipe_from_dict", "recipe_json_schema", "dump_recipe", "recipe_to_dict",
 ]  # fmt: skip
 
@@ -63,7 +63,7 @@ class Recipe:
     """A whole run. The YAML file has the same five sections."""
 
     model: ModelRecipe = field(default_factory=ModelRecipe)
-    data: DataRecipe = field(default_factory=DataRecipe)
+    data: DataRecipe = field(default_factory=BenchmarkDataRecipe)
     method: MethodRecipe = field(default_factory=MethodRecipe)
     optim: OptimRecipe = field(default_factory=OptimRecipe)
     train: TrainRecipe = field(default_factory=TrainRecipe)
@@ -97,20 +97,39 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _field_at(path: list[str]) -> tuple[type | None, Any]:
-    """(the dataclass that holds the last key of ``path``, that key's annotation) or (None, None)."""
+def _members(hint: Any) -> dict[str, type]:
+    """The dataclasses of a union keyed on ``kind`` (``data``: benchmark or webperson), by tag; {} otherwise."""
+    inner = typing.get_args(hint)[0] if typing.get_origin(hint) is Annotated else hint
+    if typing.get_origin(inner) not in (typing.Union, types.UnionType):
+        return {}
+    return {arg.kind: arg for arg in typing.get_args(inner) if dataclasses.is_dataclass(arg) and hasattr(arg, "kind")}
+
+
+def _walk(loc: tuple) -> tuple[list[str], Any, Any]:
+    """pydantic's error location -> (the dotted key the user wrote, the dataclass holding its last part,
+    that part's annotation); a union's tag (``data.benchmark.x``) is resolved, not shown."""
     owner: Any = Recipe
     hint: Any = None
-    for i, name in enumerate(path):
+    shown: list[str] = []
+    parts = [str(part) for part in loc if not isinstance(part, int)]
+    i = 0
+    while i < len(parts):
+        name = parts[i]
+        members = _members(owner) if not dataclasses.is_dataclass(owner) else {}
+        if members and name in members:  # the union's tag: continue inside that member
+            owner, i = members[name], i + 1
+            continue
         if not dataclasses.is_dataclass(owner):
-            return None, None
+            return shown + parts[i:], None, None
+        shown.append(name)
         hints = typing.get_type_hints(owner, include_extras=True)
         if name not in hints:
-            return (owner if i == len(path) - 1 else None), None
+            return shown + parts[i + 1 :], owner, None
         hint = hints[name]
-        if i < len(path) - 1:
+        if i < len(parts) - 1:
             owner = hint
-    return owner, hint
+        i += 1
+    return shown, owner, hint
 
 
 def _constraints(hint: Any) -> tuple[dict[str, float], str | None]:
@@ -149,19 +168,22 @@ def _wanted(hint: Any) -> str:
 def _one_line(error: ValidationError, source: str) -> GadmsError:
     """The first problem pydantic found, as one line naming the dotted key."""
     first = error.errors()[0]
-    path = [str(part) for part in first["loc"] if not isinstance(part, int)]
+    path, owner, hint = _walk(first["loc"])
     key = ".".join(path)
     kind, value = first["type"], first.get("input")
-    owner, hint = _field_at(path)
     if kind in ("extra_forbidden", "unexpected_keyword_argument"):
-        section = _field_at(path[:-1])[1] if len(path) > 1 else Recipe
-        valid = [f.name for f in dataclasses.fields(section)] if dataclasses.is_dataclass(section) else []
+        valid = [f.name for f in dataclasses.fields(owner)] if dataclasses.is_dataclass(owner) else [f.name for f in dataclasses.fields(Recipe)]
         prefix = ".".join(path[:-1]) + "." if len(path) > 1 else ""
         close = difflib.get_close_matches(path[-1], valid, n=1)
         hint_text = f"did you mean '{prefix}{close[0]}'?" if close else f"valid keys: {', '.join(valid)}"
-        return GadmsError(f"{source}: unknown key '{key}'; {hint_text}")
-    if kind in ("dataclass_type", "dataclass_args_type", "dict_type", "model_type") and dataclasses.is_dataclass(hint):
-        return GadmsError(f"{source}: '{key}' must be a mapping of {hint.__name__} keys, got {value!r}")
+        for_kind = f" for data.kind {owner.kind}" if path[:1] == ["data"] and hasattr(owner, "kind") else ""
+        return GadmsError(f"{source}: unknown key '{key}'{for_kind}; {hint_text}")
+    if kind == "union_tag_invalid":
+        tags = " | ".join(repr(t) for t in _members(hint))
+        return GadmsError(f"{source}: '{key}.kind' must be {tags}, got {first.get('ctx', {}).get('tag', value)!r}")
+    if kind in ("dataclass_type", "dataclass_args_type", "dict_type", "model_type", "model_attributes_type") and (dataclasses.is_dataclass(hint) or _members(hint)):
+        name = hint.__name__ if dataclasses.is_dataclass(hint) else "DataRecipe"
+        return GadmsError(f"{source}: '{key}' must be a mapping of {name} keys, got {value!r}")
     shown = value if isinstance(value, str) and value.strip().lower().lstrip("+-") in ("nan", "inf", "infinity") else repr(value)
     if kind in ("greater_than_equal", "greater_than", "less_than", "less_than_equal"):
         return GadmsError(f"{source}: '{key}' must be {_wanted(hint)}, got {shown}")
@@ -181,6 +203,8 @@ def recipe_from_dict(data: dict, source: str = "recipe") -> Recipe:
     """Build and validate a :class:`Recipe` from nested plain data (as read from YAML)."""
     if not isinstance(data, dict):
         raise GadmsError(f"{source}: a recipe must be a mapping with sections model, data, method, optim, train")
+    if isinstance(data.get("data"), dict) and "kind" not in data["data"]:
+        data = {**data, "data": {"kind": "benchmark", **data["data"]}}  # a benchmark unless it says otherwise
     try:
         recipe = _adapter().validate_python(data)  # lax mode: YAML 1.1's "1e-4" strings become floats
     except ValidationError as error:
@@ -282,8 +306,22 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     data = read_recipe_data(path)
     if not data and not overrides:
         raise GadmsError(f"{path}: the recipe is empty; start from a shipped one ({', '.join(shipped_recipes())}) or write the sections model, data, method, optim, train")
+    _switch_data_kind(data, overrides or [])
     apply_overrides(data, overrides or [])
     return recipe_from_dict(data, source=str(path))
+
+
+def _switch_data_kind(data: dict, overrides: list[str]) -> None:
+    """``--set data.kind=K`` on a recipe written for the other kind drops the file's keys that kind
+    does not have (``samples_per_id`` of a benchmark recipe run on WebPerson shards); such keys given
+    with ``--set`` stay errors."""
+    wanted = [item.split("=", 1)[1].strip() for item in overrides if item.split("=", 1)[0].strip() == "data.kind" and "=" in item]
+    section = data.get("data")
+    if not wanted or not isinstance(section, dict) or wanted[-1] not in DATA_KINDS:
+        return
+    keep = {f.name for f in dataclasses.fields(DATA_KINDS[wanted[-1]])}
+    for key in [k for k in section if k not in keep and any(k in {f.name for f in dataclasses.fields(c)} for c in DATA_KINDS.values())]:
+        del section[key]
 
 
 def validate(recipe: Recipe, source: str = "recipe") -> None:

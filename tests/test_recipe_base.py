@@ -64,10 +64,31 @@ def test_the_recipe_json_schema_in_the_docs_is_current_and_states_the_ranges():
     assert written == schema, "docs/recipe-schema.json is stale: run `make docs`"
     defs = schema["$defs"]
     assert set(schema["properties"]) == {"model", "data", "method", "optim", "train"}
-    assert defs["DataRecipe"]["properties"]["kind"]["enum"] == ["benchmark", "webperson"]
-    assert defs["DataRecipe"]["properties"]["samples_per_id"]["minimum"] == 1
+    assert schema["properties"]["data"]["discriminator"]["propertyName"] == "kind"  # a union keyed on data.kind
+    assert set(schema["properties"]["data"]["discriminator"]["mapping"]) == {"benchmark", "webperson"}
+    assert defs["BenchmarkDataRecipe"]["properties"]["samples_per_id"]["minimum"] == 1
+    assert "samples_per_id" not in defs["WebPersonDataRecipe"]["properties"]
+    assert "caption_pairing" not in defs["BenchmarkDataRecipe"]["properties"]
     dropout = defs["AugmentConfig"]["properties"]["caption_dropout"]
     assert (dropout["minimum"], dropout["exclusiveMaximum"]) == (0, 1)
     assert defs["OptimRecipe"]["properties"]["lr"]["exclusiveMinimum"] == 0
     assert defs["MethodRecipe"]["properties"]["noise_alpha"]["maximum"] == 1
     assert defs["TrainRecipe"]["additionalProperties"] is False  # unknown keys are refused
+
+
+def test_data_is_a_union_keyed_on_kind(tmp_path):
+    from gadms_cli.recipe import BenchmarkDataRecipe, WebPersonDataRecipe
+
+    assert isinstance(load_recipe("quickstart").data, BenchmarkDataRecipe)
+    assert isinstance(load_recipe("webperson").data, WebPersonDataRecipe)
+    # a key of the other kind, written in the recipe, is refused with the kind named
+    (tmp_path / "w.yaml").write_text("base: webperson\ndata:\n  samples_per_id: 2\n")
+    with pytest.raises(GadmsError, match="unknown key 'data.samples_per_id' for data.kind webperson"):
+        load_recipe(tmp_path / "w.yaml")
+    with pytest.raises(GadmsError, match="'data.kind' must be 'benchmark' \\| 'webperson', got 'web'"):
+        load_recipe("quickstart", ["data.kind=web"])
+    # switching the kind with --set drops the file's keys of the other kind, but not keys given with --set
+    switched = load_recipe("quickstart", ["data.kind=webperson"])
+    assert isinstance(switched.data, WebPersonDataRecipe) and switched.data.path == load_recipe("quickstart").data.path
+    with pytest.raises(GadmsError, match="unknown key 'data.lookalike_group' for data.kind webperson"):
+        load_recipe("quickstart", ["data.kind=webperson", "data.lookalike_group=2"])

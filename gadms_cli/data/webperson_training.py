@@ -61,6 +61,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from gadms_cli.data.benchmarks import load_benchmark
 from gadms_cli.data.caption_dropout import drop_phrases
 from gadms_cli.data.webperson import HubWebPerson, JsonWebPerson, ParquetWebPerson, WebPersonRecord, open_webperson
 from gadms_cli.data.webperson_order import BLOCK_ROWS, read_order, shuffle_buffer, stream_source, take_rows
@@ -451,8 +452,6 @@ def webperson_train_data(recipe, accelerator, tokenize: Tokenize, transform: Tra
 
 def validation_split(recipe):
     """The ``data.val_split`` of the ``data.val_bench`` benchmark folder, or None when either is unset."""
-    from gadms_cli.data.benchmarks import load_benchmark
-
     data = recipe.data
     if not data.val_bench or not data.val_split:
         return None

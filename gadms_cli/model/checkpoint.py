@@ -44,14 +44,7 @@ TOKENIZER_NAME = "clip-bpe-irra"
 def _plain(value: Any) -> Any:
     """JSON-ready copy: dataclasses -> dicts, tuples -> lists, paths -> strings."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        try:
-            from gadms_cli.recipe import Recipe, recipe_to_dict
-
-            if isinstance(value, Recipe):
-                return recipe_to_dict(value)
-        except ImportError:  # recipe module missing: fall back to a generic conversion
-            pass
-        return _plain(dataclasses.asdict(value))
+        return _plain(dataclasses.asdict(value))  # a recipe too: the same nested dicts recipe_to_dict gives
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

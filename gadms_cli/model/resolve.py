@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 
 from gadms_cli.errors import GadmsError
+from gadms_cli.model.checkpoint import is_checkpoint_dir, load_checkpoint
+from gadms_cli.model.factory import create_person_clip
 
 ENV_VAR = "GADMS_MODEL"
 QUICKSTART_MODEL = Path("gadms-quickstart") / "model"
@@ -46,9 +48,6 @@ def load_model(
     source_image_size: tuple[int, int] | None = None,
 ):
     """Build the PersonCLIP that ``model`` names (see the module docstring), in eval mode on ``device``."""
-    from gadms_cli.model.checkpoint import is_checkpoint_dir, load_checkpoint
-    from gadms_cli.model.factory import create_person_clip
-
     spec = model_spec(model)
     path = Path(spec)
     if path.is_dir():

@@ -47,7 +47,7 @@ from gadms_cli.model.checkpoint import (
     resolve_checkpoint_dir,
 )
 from gadms_cli.model.irra_import import import_irra_state_dict, looks_like_irra
-from gadms_cli.model.person_clip import PersonCLIP, PersonCLIPConfig, default_decoder_heads
+from gadms_cli.model.person_clip import DECODER_LAYERS, PersonCLIP, PersonCLIPConfig, default_decoder_heads
 from gadms_cli.model.weights import LoadReport, load_clip_state, load_module_state, read_state_dict
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "model_configs"
@@ -204,7 +204,7 @@ class BuildOptions:
     context_length: int | None = None  # None keeps the source's
     with_mtp: bool = False
     num_classes: int = 0  # identity classifier size; 0 = none
-    decoder_layers: int = 4
+    decoder_layers: int = DECODER_LAYERS
     decoder_heads: int | None = None  # None = default_decoder_heads(...)
     source_image_size: tuple[int, int] | None = None  # an IRRA-family file's training size, when its grid is ambiguous
 

@@ -12,7 +12,9 @@ from pydantic import Field, with_config
 
 from gadms_cli.config_checks import RECIPE_CONFIG
 
-__all__ = ["ModelRecipe"]
+DECODER_LAYERS = 4  # the MTP decoder's depth (IRRA's cross-modal transformer: 4 layers)
+
+__all__ = ["DECODER_LAYERS", "ModelRecipe"]
 
 
 @with_config(RECIPE_CONFIG)
@@ -24,5 +26,5 @@ class ModelRecipe:
     pretrained: str | None = "openai"  # open_clip tag, a weights file, a run/checkpoint dir, or null
     image_size: tuple[int, int] = (384, 128)  # (height, width) in pixels
     context_length: int | None = None  # text tokens; null keeps the architecture's
-    decoder_layers: Annotated[int, Field(ge=1)] = 4  # cross-modal MTP decoder depth (IRRA: 4)
+    decoder_layers: Annotated[int, Field(ge=1)] = DECODER_LAYERS  # cross-modal MTP decoder depth (IRRA: 4)
     decoder_heads: int | None = None  # null: the text tower's head count

@@ -32,6 +32,7 @@ from gadms_cli.errors import GadmsError
 from gadms_cli.model.conv_stem import ConvStem, check_conv_stem
 from gadms_cli.model.mtp_decoder import MTPDecoder, identity_classifier
 from gadms_cli.model.text_taps import TextTowerOutput, check_text_tower, run_text_tower
+from gadms_cli.model.model_config import DECODER_LAYERS
 from gadms_cli.model.tokenizer import EOT_ID, MASK_ID, SOT_ID, VOCAB_SIZE
 
 LOGIT_SCALE = 50.0  # 1 / 0.02, fixed (docs/method.md)
@@ -49,7 +50,7 @@ class PersonCLIPConfig:
     clip_config: dict[str, Any]
     arch: str = "custom"
     mtp: bool = False
-    decoder_layers: int = 4
+    decoder_layers: int = DECODER_LAYERS
     decoder_heads: int = 8
     num_ids: int = 0
     logit_scale: float = LOGIT_SCALE

@@ -64,6 +64,15 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 
 @torch.no_grad()
+def embed_pixels(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Preprocessed images float32 [B, 3, H, W] -> L2-normalised embeddings float32 [B, D] on CPU."""
+    device = model_device(model)
+    with _autocast(device):
+        feats = model.encode_image(images.to(device, non_blocking=True))
+    return F.normalize(feats.float(), dim=-1).cpu()
+
+
+@torch.no_grad()
 def encode_images(
     model: torch.nn.Module,
     paths: Sequence[Path],
@@ -77,7 +86,6 @@ def encode_images(
     Returns ``(embeddings, unreadable)``: float32 [N, D] L2-normalised on CPU (rows of
     unreadable files are zero) and the indices of files that could not be read.
     """
-    device = model_device(model)
     loader = DataLoader(
         _ImageFiles(paths, transform), batch_size=batch_size, num_workers=num_workers, collate_fn=_collate
     )
@@ -87,9 +95,7 @@ def encode_images(
         unreadable += bad
         if images is None:
             continue
-        with _autocast(device):
-            feats = model.encode_image(images.to(device, non_blocking=True))
-        feats = F.normalize(feats.float(), dim=-1).cpu()
+        feats = embed_pixels(model, images)
         if out is None:
             out = torch.zeros(len(paths), feats.shape[1])
         out[index] = feats

@@ -25,17 +25,16 @@ import yaml
 from pydantic import Field, TypeAdapter, ValidationError, with_config
 
 from gadms_cli.config_checks import RECIPE_CONFIG
-from gadms_cli.data.data_config import DATA_KINDS, AugmentConfig, BenchmarkDataRecipe, DataRecipe, WebPersonDataRecipe
+from gadms_cli.data.data_config import AugmentConfig, BenchmarkDataRecipe, DataRecipe, WebPersonDataRecipe
 from gadms_cli.errors import GadmsError
 from gadms_cli.gadms.ga_score import resolve_score_layers
 from gadms_cli.gadms.method_config import MethodRecipe
 from gadms_cli.model.model_config import ModelRecipe
 from gadms_cli.optim import OptimRecipe
 
-# Each section's config is owned by its layer; these names are the recipe's view of them.
-AugmentRecipe = AugmentConfig
+# Each section's config is owned by its layer; the recipe re-exports them.
 __all__ = [
-    "AugmentRecipe", "BenchmarkDataRecipe", "DataRecipe", "WebPersonDataRecipe", "MethodRecipe", "ModelRecipe", "OptimRecipe", "Recipe", "TrainRecipe",
+    "AugmentConfig", "BenchmarkDataRecipe", "DataRecipe", "WebPersonDataRecipe", "MethodRecipe", "ModelRecipe", "OptimRecipe", "Recipe", "TrainRecipe",
     "load_recipe", "recipe_from_dict", "recipe_json_schema", "dump_recipe", "recipe_to_dict",
 ]  # fmt: skip
 
@@ -317,10 +316,11 @@ def _switch_data_kind(data: dict, overrides: list[str]) -> None:
     with ``--set`` stay errors."""
     wanted = [item.split("=", 1)[1].strip() for item in overrides if item.split("=", 1)[0].strip() == "data.kind" and "=" in item]
     section = data.get("data")
-    if not wanted or not isinstance(section, dict) or wanted[-1] not in DATA_KINDS:
+    kinds = _members(DataRecipe)
+    if not wanted or not isinstance(section, dict) or wanted[-1] not in kinds:
         return
-    keep = {f.name for f in dataclasses.fields(DATA_KINDS[wanted[-1]])}
-    for key in [k for k in section if k not in keep and any(k in {f.name for f in dataclasses.fields(c)} for c in DATA_KINDS.values())]:
+    keep = {f.name for f in dataclasses.fields(kinds[wanted[-1]])}
+    for key in [k for k in section if k not in keep and any(k in {f.name for f in dataclasses.fields(c)} for c in kinds.values())]:
         del section[key]
 
 

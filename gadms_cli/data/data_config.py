@@ -13,7 +13,7 @@ from pydantic import Field, with_config
 
 from gadms_cli.config_checks import RECIPE_CONFIG
 
-__all__ = ["DATA_KINDS", "AugmentConfig", "BenchmarkDataRecipe", "DataRecipe", "WebPersonDataRecipe"]
+__all__ = ["AugmentConfig", "BenchmarkDataRecipe", "DataRecipe", "WebPersonDataRecipe"]
 
 
 @with_config(RECIPE_CONFIG)
@@ -67,4 +67,3 @@ class WebPersonDataRecipe:
 
 # The ``data`` section: one of the two, chosen by its ``kind`` (a benchmark when it is not given).
 DataRecipe = Annotated[BenchmarkDataRecipe | WebPersonDataRecipe, Field(discriminator="kind")]
-DATA_KINDS: dict[str, type] = {"benchmark": BenchmarkDataRecipe, "webperson": WebPersonDataRecipe}

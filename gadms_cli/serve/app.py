@@ -143,19 +143,21 @@ def create_app(service: SearchService, token: str | None = None) -> FastAPI:
             raise BadRequest(400, f"q is {len(text)} characters; at most {MAX_QUERY_CHARS}")
         if explain not in ("0", "1", "true", "false"):
             raise BadRequest(400, f"explain must be 0 or 1, got {explain[:10]!r}")
-        matches, explanation, timings = service.search_text(text, _k(k), explain in ("1", "true"))
+        top_k = _k(k)
+        matches, explanation, timings = service.search_text(text, top_k, explain in ("1", "true"))
         words = None
         if explanation is not None:
             words = {"attribution": explanation.attribution, "similarity": round(explanation.similarity, 6),
                      "words": [{"word": w, "score": round(s, 6)} for w, s in explanation.words()]}
-        return {"query": text, "k": _k(k), "results": _matches(matches, token), "explanation": words,
+        return {"query": text, "k": top_k, "results": _matches(matches, token), "explanation": words,
                 "timings_ms": {key: round(value, 3) for key, value in timings.items()}}
 
     @app.get("/api/search/image")
     def search_by_id(id: str | None = None, k: str | None = None) -> dict[str, Any]:
         if not id:
             raise BadRequest(400, "id is missing: give the id of an indexed image (from a search result)")
-        return {"image": id, "k": _k(k), "results": _matches(service.search_indexed_image(id, _k(k)), token)}
+        top_k = _k(k)
+        return {"image": id, "k": top_k, "results": _matches(service.search_indexed_image(id, top_k), token)}
 
     @app.post("/api/search/image")
     async def search_by_upload(request: Request, image: UploadFile | None = None, k: str | None = None) -> dict[str, Any]:
@@ -164,6 +166,7 @@ def create_app(service: SearchService, token: str | None = None) -> FastAPI:
             raise BadRequest(413, f"the upload is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB")
         if image is None:
             raise BadRequest(400, "send the picture as multipart form field 'image'")
+        top_k = _k(k)
         data = await image.read(MAX_UPLOAD_BYTES + 1)
         if len(data) > MAX_UPLOAD_BYTES:
             raise BadRequest(413, f"the image is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB")
@@ -178,7 +181,7 @@ def create_app(service: SearchService, token: str | None = None) -> FastAPI:
             raise
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
             raise BadRequest(415, "not a readable image; send jpeg, png, webp or bmp") from None
-        return {"image": image.filename or "upload", "k": _k(k), "results": _matches(service.search_uploaded_image(picture, _k(k)), token)}
+        return {"image": image.filename or "upload", "k": top_k, "results": _matches(service.search_uploaded_image(picture, top_k), token)}
 
     @app.post("/api/reindex", status_code=202)
     def reindex() -> JSONResponse:

@@ -5,7 +5,7 @@
   assignment, so a search sees either the old index or the new one, never a mix.
 - **One model call at a time.** Query encoding and explanations take ``model_lock``; the
   web server's thread pool therefore never runs two query forwards at once. Reindexing
-  encodes with its own :class:`Retriever` over the same (read-only, eval-mode) model.
+  encodes with the same (read-only, eval-mode) model; searches meanwhile use the old snapshot.
 - **Ids, never paths.** Every indexed file gets a stable id (16 hex digits of the SHA-256 of
   its path inside the gallery); images and thumbnails are looked up by id only. A file whose
   real location (links resolved) is outside the gallery is neither returned nor served.
@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from gadms_cli.encode import embed_pixels
 from gadms_cli.errors import GadmsError
 from gadms_cli.retrieve import Retriever
 from gadms_cli.retrieve.explain import Explanation, explain_match
@@ -89,15 +90,13 @@ class SearchService:
         with self._reindex_lock:
             self.indexing = True
             try:
-                indexer = Retriever(self.retriever.model, batch_size=self.retriever.batch_size, num_workers=self.retriever.num_workers,
-                                    backend=self.retriever.backend, faiss_min_rows=self.retriever.faiss_min_rows)
-                indexer._fingerprint = self.retriever.fingerprint
-                report = indexer.index(self.gallery, index_dir=self.index_dir)
-                index = indexer.gallery
+                # Searches read the snapshot, never retriever.gallery, so indexing in place is safe.
+                report = self.retriever.index(self.gallery, index_dir=self.index_dir)
+                index = self.retriever.gallery
                 assert index is not None
                 hidden = frozenset(row for row, entry in enumerate(index.entries) if not self._inside(index.gallery / entry.path))
                 rows = {image_id(entry.path): row for row, entry in enumerate(index.entries) if row not in hidden}
-                self.snapshot = Snapshot(index, indexer.searcher, rows, hidden, time.time(), report)  # the atomic swap
+                self.snapshot = Snapshot(index, self.retriever.searcher, rows, hidden, time.time(), report)  # the atomic swap
                 self.last_error = None
                 return report
             except GadmsError as error:
@@ -174,9 +173,8 @@ class SearchService:
         """Top ``k`` for an uploaded picture (already decoded)."""
         snapshot = self.current()
         pixels = self.retriever.transform(picture.convert("RGB"))[None]
-        with self.model_lock, torch.no_grad():
-            device = next(self.retriever.model.parameters()).device
-            embedding = torch.nn.functional.normalize(self.retriever.model.encode_image(pixels.to(device)).float(), dim=-1)[0].cpu()
+        with self.model_lock:
+            embedding = embed_pixels(self.retriever.model, pixels)[0]
         return self._rank(snapshot, embedding, k)
 
     # --- files ----------------------------------------------------------------------------

@@ -283,10 +283,10 @@ def sample_identities(
         for _ in range(size):
             twin_rng = random.Random(f"sketchpedes:{seed}:twin:{pid}")
             twin_of = block[twin_rng.randrange(len(block))] if block and pid not in required and twin_rng.random() < twin_fraction else None
+            taken = {person_details(other) for other in block if outfit(other) == outfit(twin_of)} if twin_of else set()
             for attempt in range(_MAX_ATTEMPTS):
                 stream = random.Random(f"sketchpedes:{seed}:{'twin' if twin_of else 'identity'}:{pid}:{attempt}")
                 if twin_of:
-                    taken = {person_details(other) for other in block if outfit(other) == outfit(twin_of)}
                     identity = sample_twin(twin_of, pid, stream, taken)
                 else:
                     identity = sample_identity(pid, stream)

@@ -125,7 +125,7 @@ def _drop_words(text: str, rng: random.Random) -> tuple[str, dict]:
 def corrupt_caption(plan: CaptionPlan, view: CaptionView, clean: RenderedCaption, rng: random.Random) -> CaptionRecord:
     """A corrupted version of ``clean`` (rendered from ``plan`` and ``view``) with 1 or 2 kinds of noise."""
     item_slots = tuple(s for s in clean.slots if getattr(view, s) is not None)
-    colour_slots = tuple(s for s in clean.coloured if getattr(view, s) is not None)
+    colour_slots = tuple(s for s in clean.colour_slots if getattr(view, s) is not None)
     # A short caption may name only its shoes (one type) or no colour at all.
     feasible = {"wrong_colour": bool(colour_slots), "wrong_type": any(s != "shoes" for s in item_slots)}
     possible = [kind for kind in NOISE_KINDS if feasible.get(kind, True)]

@@ -143,12 +143,8 @@ class RenderedCaption:
 
     text: str
     slots: tuple[str, ...]
-    mentions: tuple[str, ...] = ()
-    colour_slots: tuple[str, ...] | None = None  # None: every slot in ``slots``
-
-    @property
-    def coloured(self) -> tuple[str, ...]:
-        return self.slots if self.colour_slots is None else self.colour_slots
+    mentions: tuple[str, ...]
+    colour_slots: tuple[str, ...]
 
 
 def pick(options: tuple[str, ...], u: float) -> str:

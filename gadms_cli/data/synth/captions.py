@@ -118,7 +118,7 @@ def render_caption(plan: CaptionPlan, view: CaptionView) -> RenderedCaption:
                             slots.append(slot)
                 break
     mentions = tuple(slot for slot in MENTION_SLOTS if slot == "gender" or slot in slots)
-    return RenderedCaption(" ".join(sentences), tuple(slots), mentions)
+    return RenderedCaption(" ".join(sentences), tuple(slots), mentions, tuple(slots))  # full captions colour every item
 
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")

@@ -24,6 +24,7 @@ import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
@@ -178,6 +179,12 @@ def plan_jobs(config: SynthConfig) -> list[ImageJob]:
     return jobs
 
 
+@lru_cache(maxsize=8)
+def caption_mix(text: str) -> CaptionMix:
+    """``SynthConfig.caption_mix`` parsed (once per distinct text, not once per image)."""
+    return CaptionMix.parse(text)
+
+
 def make_captions(job: ImageJob, seed: int, mix: CaptionMix) -> list[CaptionRecord]:
     """The two captions of an image, corrupted where the job says so.
 
@@ -195,7 +202,7 @@ def make_captions(job: ImageJob, seed: int, mix: CaptionMix) -> list[CaptionReco
             record = corrupt_caption(plan, view, clean, _stream(seed, f"noise:{job.index}:{k}"))
         else:
             record = CaptionRecord(clean.text, clean.text)
-        captions.append(replace(record, style=style, mentions=clean.mentions, colours_named=clean.coloured))
+        captions.append(replace(record, style=style, mentions=clean.mentions, colours_named=clean.colour_slots))
     return captions
 
 
@@ -207,7 +214,7 @@ def make_image(job: ImageJob, config: SynthConfig, out_dir: Path) -> ImageResult
     jpeg = buffer.getvalue()
     write_image(out_dir / "imgs" / job.file_path, jpeg)
 
-    captions = make_captions(job, config.seed, CaptionMix.parse(config.caption_mix))
+    captions = make_captions(job, config.seed, caption_mix(config.caption_mix))
     texts = [caption.text for caption in captions]
     record = {
         "split": job.split,

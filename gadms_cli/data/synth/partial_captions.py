@@ -94,9 +94,6 @@ def render_partial(plan: CaptionPlan, view: CaptionView) -> RenderedCaption:
     else:
         noun = pick(NEUTRAL_NOUNS, plan.choices["neutral_noun"])
         subject, pronoun = f"a {noun}", f"The {noun}"
-    if not content:  # only the gender: say the top too, a caption must describe something visible
-        content = ["top"]
-        mentions.append("top")
     text = _short(plan, fields, content, subject) if plan.style == "short" else _partial(plan, fields, content, subject, pronoun)
     ordered = tuple(slot for slot in MENTION_SLOTS if slot in mentions)
     coloured = tuple(slot for slot in content if slot not in plan.colourless)

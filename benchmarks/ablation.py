@@ -33,7 +33,7 @@ evaluated once on the TEST split. Each finished (arm, seed) is stored in a JSON 
 ``--out``; a rerun with the same settings skips it (so an interrupted ablation resumes, and
 ``--arms`` can be split across processes that share the cache). At the end the script prints
 mean +- std (sample standard deviation over seeds) of R@1 and mAP per arm and writes
-``ablation-sketchpedes[-noiseN][-stepsS].md`` + ``.json`` (table, per-seed figures, the exact command,
+``ablation-sketchpedes[-ARCH][-noiseN][-stepsS].md`` + ``.json`` (table, per-seed figures, the exact command,
 machine, date) atomically into ``--results`` (default ``docs/results/``; with ``--quick``,
 the ``--out`` folder).
 
@@ -150,6 +150,7 @@ ARMS: dict[str, Arm] = {
 }
 DEFAULT_ARMS = ("clip", "random", "similarity", "ga", "ga_mtp", "ga_mtp_cached", "ga_sample_mtp", "ga_rank_mtp")
 BASELINE_ARM = "clip"
+FIRST_TABLES_ARCH = "gadms-small"  # the architecture of the first tables, whose file names carry no arch
 
 
 @dataclass(frozen=True)
@@ -467,11 +468,13 @@ def machine() -> dict:
 
 
 def write_results(results_dir: Path, command: str, settings: dict, rows: list[dict], records: list[dict], quick: bool) -> Path:
-    """``ablation-sketchpedes[-noiseN][-stepsS](-quick).md`` and ``.json`` in ``results_dir``, each written atomically
-    (``-stepsS`` when the steps differ from the quickstart recipe's)."""
+    """``ablation-sketchpedes[-ARCH][-noiseN][-stepsS](-quick).md`` and ``.json`` in ``results_dir``, each written
+    atomically (``-ARCH`` when the architecture is not ``gadms-small``, the first tables' ; ``-stepsS`` when the
+    steps differ from the quickstart recipe's)."""
     noise = settings["data"]["noise"] if settings.get("data") else NOISE
     steps = "" if settings.get("default_steps", True) else f"-steps{settings['steps']}"
-    stem = RESULT_STEM + ("" if noise == NOISE else f"-noise{noise}") + steps + ("-quick" if quick else "")
+    arch = "" if quick or settings.get("arch", FIRST_TABLES_ARCH) == FIRST_TABLES_ARCH else f"-{settings['arch']}"
+    stem = RESULT_STEM + arch + ("" if noise == NOISE else f"-noise{noise}") + steps + ("-quick" if quick else "")
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     info = machine()
     public_rows = [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]

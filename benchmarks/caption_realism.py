@@ -34,19 +34,26 @@ from pathlib import Path  # noqa: E402
 HERE = Path(__file__).resolve().parent
 
 REALISTIC = {"caption_mix": "full=0.5,partial=0.3,short=0.2", "twin_fraction": 0.3}
+MILD = "full=0.8,partial=0.1,short=0.1"
+# Every variant names its architecture, so a change of the recipes' default never changes one silently.
+VIT, CONV = "model.arch=gadms-small", "model.arch=gadms-small-conv"
 
 # name -> (synth options, stage-1 and stage-2 recipe overrides, description)
 VARIANTS: dict[str, tuple[dict, list[str], str]] = {
-    "old": ({}, [], "synth defaults: full captions only, no colour twins"),
-    "new": (REALISTIC, [], "50/30/20 full/partial/short captions, 30% colour twins"),
-    "styles": ({"caption_mix": REALISTIC["caption_mix"]}, [], "caption styles only: 50/30/20 full/partial/short, no colour twins"),
-    "twins": ({"twin_fraction": 0.3}, [], "colour twins only: 30% twins, full captions"),
-    "mild": ({"caption_mix": "full=0.8,partial=0.1,short=0.1", "twin_fraction": 0.3}, [], "80/10/10 full/partial/short captions, 30% colour twins"),
-    "dropout": (REALISTIC, ["data.augment.caption_dropout=0.2"], "50/30/20 captions, 30% twins + caption dropout 0.2 (both stages)"),
-    "lookalike": (REALISTIC, ["data.lookalike_group=4"], "50/30/20 captions, 30% twins + look-alike batches of 4 (both stages)"),
-    "conv": ({}, ["model.arch=gadms-small-conv"], "synth defaults, image tower with a convolutional stem (gadms-small-conv)"),
-    "conv_twins": ({"twin_fraction": 0.3}, ["model.arch=gadms-small-conv"], "30% colour twins, full captions, gadms-small-conv"),
-    "conv_new": (REALISTIC, ["model.arch=gadms-small-conv"], "50/30/20 captions, 30% twins, gadms-small-conv"),
+    "old": ({}, [VIT], "synth defaults: full captions only, no colour twins"),
+    "new": (REALISTIC, [VIT], "50/30/20 full/partial/short captions, 30% colour twins"),
+    "styles": ({"caption_mix": REALISTIC["caption_mix"]}, [VIT], "caption styles only: 50/30/20 full/partial/short, no colour twins"),
+    "twins": ({"twin_fraction": 0.3}, [VIT], "colour twins only: 30% twins, full captions"),
+    "mild": ({"caption_mix": MILD, "twin_fraction": 0.3}, [VIT], "80/10/10 full/partial/short captions, 30% colour twins"),
+    "dropout": (REALISTIC, [VIT, "data.augment.caption_dropout=0.2"], "50/30/20 captions, 30% twins + caption dropout 0.2 (both stages)"),
+    "lookalike": (REALISTIC, [VIT, "data.lookalike_group=4"], "50/30/20 captions, 30% twins + look-alike batches of 4 (both stages)"),
+    "conv": ({}, [CONV], "synth defaults, image tower with a convolutional stem (gadms-small-conv)"),
+    "conv_twins": ({"twin_fraction": 0.3}, [CONV], "30% colour twins, full captions, gadms-small-conv"),
+    "conv_new": (REALISTIC, [CONV], "50/30/20 captions, 30% twins, gadms-small-conv"),
+    # Hard negatives: half the people have a colour twin, and look-alike batches of 2 put each
+    # twin beside its original, so only gender, hair, hat or bag tell the pair apart.
+    "conv_look": ({"twin_fraction": 0.5}, [CONV, "data.lookalike_group=2"], "50% colour twins + look-alike batches of 2 (both stages), full captions, gadms-small-conv"),
+    "conv_look_mild": ({"caption_mix": MILD, "twin_fraction": 0.5}, [CONV, "data.lookalike_group=2"], "80/10/10 captions, 50% twins + look-alike batches of 2, gadms-small-conv"),
 }
 
 

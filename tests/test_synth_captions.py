@@ -103,6 +103,31 @@ def test_colour_twins_share_the_clothes_and_differ_in_a_person_detail(tmp_path):
     assert twin_details <= chance_details + 2  # twins are never made with an earlier wearer's details
 
 
+
+def test_colour_twins_keep_every_colour_of_the_person_they_copy(tmp_path):
+    """Only shape details may tell twins apart: the hair colour is the first wearer's, and so is a
+    hat's or bag's colour when both have one (else a colour would give the twin away)."""
+    out = tmp_path / "sp"
+    generate_sketchpedes(out, SynthConfig(train_ids=300, val_ids=0, test_ids=0, height=96, width=32, images_per_id=1, twin_fraction=0.5))
+    first: dict[str, dict] = {}
+    pairs = hair_same = accessory_pairs = accessory_same = 0
+    for line in _lines(out):
+        a = line["attributes"]
+        clothes = json.dumps([a["top"], a["bottom"], a["shoes"]], sort_keys=True)
+        if clothes not in first:
+            first[clothes] = a
+            continue
+        b = first[clothes]
+        pairs += 1
+        hair_same += a["hair"]["colour"] == b["hair"]["colour"]
+        for slot in ("hat", "bag"):
+            if a[slot] and b[slot]:
+                accessory_pairs += 1
+                accessory_same += a[slot]["colour"] == b[slot]["colour"]
+    # About 150 twins; the few chance repeats of clothes (measured about 5 in 300) may differ.
+    assert pairs >= 120 and pairs - hair_same <= 10, (pairs, hair_same)
+    assert accessory_pairs >= 20 and accessory_pairs - accessory_same <= 5, (accessory_pairs, accessory_same)
+
 def test_test_include_makes_the_first_test_people_match(tmp_path):
     generate_sketchpedes(tmp_path / "sp", SynthConfig(train_ids=4, val_ids=1, test_ids=6, **TINY, test_include="gender=female,top.type=coat,top.colour=red", test_include_count=4))
     test_people = {line["id"]: line["attributes"] for line in _lines(tmp_path / "sp") if line["split"] == "test"}

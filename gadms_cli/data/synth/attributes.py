@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Sequence
 
 from gadms_cli.errors import GadmsError
 
@@ -177,23 +178,31 @@ def outfit(identity: Identity) -> tuple:
     return (identity.top, identity.bottom, identity.shoes)
 
 
-def sample_twin(base: Identity, pid: int, rng: random.Random, taken: set[tuple] = frozenset()) -> Identity:
-    """A "colour twin" of ``base``: the same clothes (types and colours), other person details.
+def sample_twin(
+    base: Identity, pid: int, rng: random.Random, taken: set[tuple] = frozenset(), wearers: Sequence[Identity] = ()
+) -> Identity:
+    """A "colour twin" of ``base``: the same clothes (types and colours) and the same colours
+    everywhere, other person details.
 
-    Gender (kept female when the outfit has a dress or skirt), hair, hat, bag and body are
+    Gender (kept female when the outfit has a dress or skirt), hair length, hat and bag are
     drawn again until :func:`person_details` differs from ``base``'s and from every tuple in
-    ``taken`` (the details of the others who wear these clothes), so only those details
-    tell them apart.
+    ``taken`` (the details of the others who wear these clothes). The hair keeps ``base``'s
+    colour, and a hat or bag takes the colour of the first hat or bag among ``base`` and
+    ``wearers`` (the others who wear these clothes), so no colour tells the twins apart: only
+    gender, hair length, hat or bag do (a colour difference would let a model tell them apart
+    by colour alone, which it already knows).
     """
+    hat_colour = next((p.hat.colour for p in (base, *wearers) if p.hat), None)
+    bag_colour = next((p.bag.colour for p in (base, *wearers) if p.bag), None)
     needs_female = base.top.type == "dress" or (base.bottom is not None and base.bottom.type == "skirt")
     taken = {person_details(base), *taken}
     for _ in range(1000):
         gender = "female" if needs_female else rng.choice(("male", "female"))
-        hair = Garment(_weighted(rng, _HAIR_LENGTH_WEIGHTS[gender]), _weighted(rng, HAIR_COLOUR_WEIGHTS))
+        hair = Garment(_weighted(rng, _HAIR_LENGTH_WEIGHTS[gender]), base.hair.colour)
         hat_type = _weighted(rng, _HAT_WEIGHTS)
-        hat = Garment(hat_type, rng.choice(COLOURS)) if hat_type else None
+        hat = Garment(hat_type, hat_colour or rng.choice(COLOURS)) if hat_type else None
         bag_type = _weighted(rng, _BAG_WEIGHTS[gender])
-        bag = Garment(bag_type, rng.choice(COLOURS)) if bag_type else None
+        bag = Garment(bag_type, bag_colour or rng.choice(COLOURS)) if bag_type else None
         if (gender, hair.type, hat_type, bag_type) not in taken:
             break
     body = Body(
@@ -283,11 +292,12 @@ def sample_identities(
         for _ in range(size):
             twin_rng = random.Random(f"sketchpedes:{seed}:twin:{pid}")
             twin_of = block[twin_rng.randrange(len(block))] if block and pid not in required and twin_rng.random() < twin_fraction else None
-            taken = {person_details(other) for other in block if outfit(other) == outfit(twin_of)} if twin_of else set()
+            wearers = [other for other in block if outfit(other) == outfit(twin_of)] if twin_of else []
+            taken = {person_details(other) for other in wearers}
             for attempt in range(_MAX_ATTEMPTS):
                 stream = random.Random(f"sketchpedes:{seed}:{'twin' if twin_of else 'identity'}:{pid}:{attempt}")
                 if twin_of:
-                    identity = sample_twin(twin_of, pid, stream, taken)
+                    identity = sample_twin(twin_of, pid, stream, taken, wearers)
                 else:
                     identity = sample_identity(pid, stream)
                 if identity.signature() not in seen and satisfies(identity, required.get(pid, {})):

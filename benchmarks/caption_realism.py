@@ -136,13 +136,13 @@ def measure(name: str, root: Path, model_dir: Path, train_minutes: float, data: 
     return result
 
 
-def write_markdown(path: Path, results: dict[str, dict]) -> None:
+def write_markdown(path: Path, results: dict[str, dict], out: Path) -> None:
     """The summary table, the per-query precision and the probes, as Markdown (written atomically)."""
     import platform
 
     probes = ("woman", "long hair", "any bag", "backpack", "hat", "dress", "red top (control)")
     lines = [f"# Caption realism on SketchPedes ({time.strftime('%Y-%m-%d', time.gmtime())})", "",
-             f"Command: `python benchmarks/caption_realism.py --variants {' '.join(results)} --md {path}`", "",
+             f"Command: `python benchmarks/caption_realism.py --out {out} --variants {' '.join(results)} --md {path}`", "",
              f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, no GPU. Each variant: its own SketchPedes (base corpus "
              "2000 clean identities seed 1, experiment 800/50/100 identities seed 0 with 30% noisy train captions), the "
              "quickstart's two stages (330 plain-CLIP steps, then 160 GA-DMS steps at lr 1e-4), then the same held-out "
@@ -201,7 +201,7 @@ def main() -> None:
         print(f"{name:10s} R@1 own {r['own_test_R1']:.1f}  no-twins {r['no_twins_R1']:.1f}  twins {r['twins_R1']:.1f}  "
               f"P@10 {r['mean_precision_at_10']:.3f}  train {r['train_minutes']:.1f} min  probes: {probes}")
     if args.md:
-        write_markdown(args.md, {name: results[name] for name in args.variants})
+        write_markdown(args.md, {name: results[name] for name in args.variants}, args.out)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.json.with_suffix(".tmp")

@@ -53,6 +53,7 @@ VARIANTS: dict[str, tuple[dict, list[str], str]] = {
     # Hard negatives: half the people have a colour twin, and look-alike batches of 2 put each
     # twin beside its original, so only gender, hair, hat or bag tell the pair apart.
     "conv_look": ({"twin_fraction": 0.5}, [CONV, "data.lookalike_group=2"], "50% colour twins + look-alike batches of 2 (both stages), full captions, gadms-small-conv"),
+    "conv_look_drop": ({"twin_fraction": 0.5}, [CONV, "data.lookalike_group=2", "data.augment.caption_dropout=0.3"], "50% twins + look-alike batches of 2 + caption dropout 0.3 (both stages), full captions, gadms-small-conv"),
     "conv_look_mild": ({"caption_mix": MILD, "twin_fraction": 0.5}, [CONV, "data.lookalike_group=2"], "80/10/10 captions, 50% twins + look-alike batches of 2, gadms-small-conv"),
 }
 

@@ -69,7 +69,8 @@ _seed_opt = typer.Option(0, "--seed", help="Seed of every random choice (templat
 
 
 def _captioner(kind, model, base_url, api_key_env, concurrency, timeout, retries, max_tokens, temperature, top_p, batch_size, device):
-    from gadms_cli.curate.captioners import GenerationSettings, build_captioner
+    from gadms_cli.curate.captioner_factory import build_captioner
+    from gadms_cli.curate.captioners import GenerationSettings
 
     generation = GenerationSettings(max_tokens=max_tokens, temperature=temperature, top_p=top_p)
     return build_captioner(

@@ -1,6 +1,6 @@
 """Captioning models behind one interface: (prompt, image, seed) requests in, text replies out.
 
-Backends (each in its own module):
+Backends (each in its own module; :func:`gadms_cli.curate.captioner_factory.build_captioner` picks one):
 
 * ``openai`` (:mod:`gadms_cli.curate.captioner_openai`): any OpenAI-compatible chat-completions
   endpoint, e.g. vLLM serving Qwen2.5-VL as in the paper. Best for large runs: the server
@@ -13,13 +13,10 @@ Both are used for captions (with an image) and for ``gadms curate templates`` (t
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 from gadms_cli.curate.prompts import Prompt
-from gadms_cli.errors import GadmsError
-
-CAPTIONERS: tuple[str, ...] = ("openai", "transformers")
 
 
 @dataclass(frozen=True)
@@ -78,37 +75,3 @@ class Captioner(Protocol):
     def identity(self) -> dict: ...
 
     def generate(self, requests: Sequence[ChatRequest]) -> list[ChatReply]: ...
-
-
-def build_captioner(
-    kind: str,
-    model: str,
-    *,
-    generation: GenerationSettings,
-    base_url: str = "http://127.0.0.1:8000/v1",
-    api_key_env: str = "OPENAI_API_KEY",
-    concurrency: int = 8,
-    timeout: float = 120.0,
-    retries: int = 4,
-    batch_size: int = 8,
-    device: str = "auto",
-) -> Captioner:
-    """The captioner named by ``--captioner``, configured from the command-line flags."""
-    problem = generation.problem()
-    if problem is not None:
-        raise GadmsError(problem)
-    if kind == "openai":
-        from gadms_cli.curate.captioner_openai import OpenAICaptioner
-
-        return OpenAICaptioner(
-            base_url, model, generation=generation, api_key_env=api_key_env, concurrency=concurrency, timeout=timeout, retries=retries
-        )
-    if kind == "transformers":
-        from gadms_cli.curate.captioner_transformers import TransformersCaptioner
-
-        return TransformersCaptioner(model, generation=generation, batch_size=batch_size, device=device)
-    raise GadmsError(f"--captioner must be one of {', '.join(CAPTIONERS)}, got {kind!r}")
-
-
-def generation_identity(generation: GenerationSettings) -> dict:
-    return asdict(generation)

@@ -303,6 +303,9 @@ def base_overrides(args: argparse.Namespace, profile: Profile, data_dir: Path, s
     if profile.batch_size is not None:
         common.append(f"train.batch_size={profile.batch_size}")
     common += [
+        # the paper's objectives only: the quickstart's short-query options (docs/method.md) stay off
+        "method.phrase_weight=0",
+        "method.attribute_weight=0",
         f"data.path={data_dir}",
         "data.val_split=val",
         f"data.num_workers={profile.num_workers}",

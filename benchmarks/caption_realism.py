@@ -54,6 +54,22 @@ VARIANTS: dict[str, tuple[dict, list[str], str]] = {
     # twin beside its original, so only gender, hair, hat or bag tell the pair apart.
     "conv_look": ({"twin_fraction": 0.5}, [CONV, "data.lookalike_group=2"], "50% colour twins + look-alike batches of 2 (both stages), full captions, gadms-small-conv"),
     "conv_look_drop": ({"twin_fraction": 0.5}, [CONV, "data.lookalike_group=2", "data.augment.caption_dropout=0.3"], "50% twins + look-alike batches of 2 + caption dropout 0.3 (both stages), full captions, gadms-small-conv"),
+    # Phrase alignment (method.phrase_weight): short attribute queries written from each caption,
+    # matched to every image of the batch they are true of (docs/method.md).
+    "conv_phrase": ({}, [CONV, "method.phrase_weight=1.0"], "synth defaults + phrase alignment weight 1 (both stages), gadms-small-conv"),
+    "conv_phrase_s30": ({}, [CONV, "method.phrase_weight=1.0", "method.phrase_logit_scale=30.0"], "synth defaults + phrase alignment weight 1 at scale 30 (both stages), gadms-small-conv"),
+    "conv_phrase_w3": ({}, [CONV, "method.phrase_weight=3.0"], "synth defaults + phrase alignment weight 3 (both stages), gadms-small-conv"),
+    # + an attribute head on the image embedding (method.attribute_weight): the gender, hair length
+    # and item types the caption states, so the image tower learns them before the queries can use them.
+    "conv_attr": ({}, [CONV, "method.phrase_weight=1.0", "method.attribute_weight=1.0"], "synth defaults + phrase alignment 1 + attribute head 1 (both stages), gadms-small-conv"),
+    "conv_attr3": ({}, [CONV, "method.phrase_weight=1.0", "method.attribute_weight=3.0"], "synth defaults + phrase alignment 1 + attribute head 3 (both stages), gadms-small-conv"),
+    "conv_attr8": ({}, [CONV, "method.phrase_weight=1.0", "method.attribute_weight=8.0"], "synth defaults + phrase alignment 1 + attribute head 8 (both stages), gadms-small-conv"),
+    "conv_attr16": ({}, [CONV, "method.phrase_weight=1.0", "method.attribute_weight=16.0"], "synth defaults + phrase alignment 1 + attribute head 16 (both stages), gadms-small-conv"),
+    "conv_attr8_long": ({}, [CONV, "method.phrase_weight=1.0", "method.attribute_weight=8.0", "base:train.max_steps=660"], "synth defaults + phrase alignment 1 + attribute head 8 (both stages), base 660 steps, gadms-small-conv"),
+    "conv_attr16_long": ({}, [CONV, "method.phrase_weight=1.0", "method.attribute_weight=16.0", "base:train.max_steps=660"], "synth defaults + phrase alignment 1 + attribute head 16 (both stages), base 660 steps, gadms-small-conv"),
+    "conv_attr8_990": ({}, [CONV, "method.phrase_weight=1.0", "method.attribute_weight=8.0", "base:train.max_steps=990"], "synth defaults + phrase alignment 1 + attribute head 8 (both stages), base 990 steps, gadms-small-conv"),
+    "conv_long": ({}, [CONV, "base:train.max_steps=660"], "synth defaults, base 660 steps (no short-query options), gadms-small-conv"),
+    "conv_phrase_look": ({"twin_fraction": 0.5}, [CONV, "data.lookalike_group=2", "method.phrase_weight=1.0"], "50% twins + look-alike batches of 2 + phrase alignment weight 1 (both stages), gadms-small-conv"),
     "conv_look_mild": ({"caption_mix": MILD, "twin_fraction": 0.5}, [CONV, "data.lookalike_group=2"], "80/10/10 captions, 50% twins + look-alike batches of 2, gadms-small-conv"),
 }
 
@@ -77,7 +93,10 @@ def run_variant(name: str, out: Path, eval_sets: dict[str, Path], gallery: Path)
     from gadms_cli.recipe import load_recipe
     from gadms_cli.train import train
 
-    synth, overrides, _ = VARIANTS[name]
+    synth, both, _ = VARIANTS[name]
+    # "base:KEY=VALUE" applies to stage 1 only (e.g. a longer base), anything else to both stages
+    base_only = [item.removeprefix("base:") for item in both if item.startswith("base:")]
+    overrides = [item for item in both if not item.startswith("base:")]
     root = out / name
     size = dict(height=192, width=64)
     base_data, data = root / "base-sketchpedes", root / "sketchpedes"
@@ -92,7 +111,7 @@ def run_variant(name: str, out: Path, eval_sets: dict[str, Path], gallery: Path)
     started = time.perf_counter()
     shutil.rmtree(runs, ignore_errors=True)
     base = train(load_recipe("sketchpedes-base", [f"data.path={base_data}", f"train.output_dir={runs}", f"train.max_steps={BASE_STEPS}",
-                                                   "train.eval_every=0", "train.checkpoint_every=0", *overrides]))
+                                                   "train.eval_every=0", "train.checkpoint_every=0", *overrides, *base_only]))
     AcceleratorState._reset_state(True)
     base_model = base.run_dir / ("best" if (base.run_dir / "best").is_dir() else "last")
     stage2 = train(load_recipe("quickstart", [f"data.path={data}", f"train.output_dir={runs}", f"model.pretrained={base_model}",

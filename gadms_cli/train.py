@@ -41,6 +41,7 @@ from gadms_cli.errors import GadmsError, one_line_reason
 from gadms_cli.fileio import atomic_write
 from gadms_cli.data.train_data import TrainData
 from gadms_cli.launch_check import launch_mismatch
+from gadms_cli.data.attribute_phrases import HEAD_KEYS
 from gadms_cli.optim import build_optimizer, build_scheduler
 from gadms_cli.recipe import Recipe, dump_recipe, load_recipe
 from gadms_cli.run_dir import STATE_FILE, complete_checkpoints, latest_checkpoint, new_run_dir, resolve_resume, step_of
@@ -137,6 +138,8 @@ class Trainer:
         self.data = build_train_data(recipe, accelerator, self.tokenize, tuple(model.config.image_size))
         if recipe.method.id_loss:
             model.add_classifier(self.data.num_ids)
+        if recipe.method.attribute_weight > 0:
+            model.add_attribute_head(len(HEAD_KEYS))
         objective = RetrievalObjective(model, recipe.method, num_captions=self.data.num_captions)
 
         full = recipe.train.epochs * self.data.steps_per_epoch

@@ -1,4 +1,4 @@
-"""SDM and ITC under data parallel: 2 CPU processes (gloo) against one process on the global batch.
+"""SDM, ITC and phrase alignment under data parallel: 2 CPU processes (gloo) against one process on the global batch.
 
 Checks the contract written in gadms_cli/gadms/losses.py: the mean over processes of the
 per-process loss equals the single-process loss on the concatenated batch, and each
@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from gadms_cli.gadms.losses import gather_with_grad, itc_loss, sdm_loss
+from gadms_cli.gadms.losses import gather_with_grad, itc_loss, phrase_alignment_loss, sdm_loss
 
 WORLD_SIZE = 2
 LOCAL_BATCH = 6
@@ -30,14 +30,29 @@ def global_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return images, texts, pids
 
 
+def phrase_keys() -> tuple[torch.Tensor, torch.Tensor]:
+    """Query and caption keys (4 keys) for the phrase loss; matches cross the two halves."""
+    generator = torch.Generator().manual_seed(1)
+    caption_keys = torch.rand(WORLD_SIZE * LOCAL_BATCH, 4, generator=generator) < 0.6
+    query_keys = caption_keys & (torch.rand(WORLD_SIZE * LOCAL_BATCH, 4, generator=generator) < 0.5)
+    query_keys[3] = False  # a query without keys: only its own image matches
+    return query_keys, caption_keys
+
+
+def compute_loss(loss_name: str, images, texts, pids, rows=slice(None), gather: bool = False):
+    if loss_name == "sdm":
+        return sdm_loss(images, texts, pids[rows], gather=gather)
+    if loss_name == "itc":
+        return itc_loss(images, texts, gather=gather)
+    query_keys, caption_keys = phrase_keys()
+    return phrase_alignment_loss(images, texts, query_keys[rows], caption_keys[rows], logit_scale=10.0, gather=gather)
+
+
 def single_process(loss_name: str):
     images, texts, pids = (t.clone() for t in global_batch())
     images.requires_grad_()
     texts.requires_grad_()
-    if loss_name == "sdm":
-        loss = sdm_loss(images, texts, pids)
-    else:
-        loss = itc_loss(images, texts)
+    loss = compute_loss(loss_name, images, texts, pids)
     loss.backward()
     return loss.detach(), images.grad, texts.grad
 
@@ -57,14 +72,11 @@ def worker(rank: int, store_path: str) -> None:
         expected = 3 * torch.arange(12, dtype=torch.float32).reshape(4, 3)[rank * 2 : rank * 2 + 2]
         assert torch.equal(x.grad, expected)
 
-        for loss_name in ("sdm", "itc"):
+        for loss_name in ("sdm", "itc", "phrase"):
             images, texts, pids = global_batch()
             local_images = images[local].clone().requires_grad_()
             local_texts = texts[local].clone().requires_grad_()
-            if loss_name == "sdm":
-                loss = sdm_loss(local_images, local_texts, pids[local], gather=True)
-            else:
-                loss = itc_loss(local_images, local_texts, gather=True)
+            loss = compute_loss(loss_name, local_images, local_texts, pids, rows=local, gather=True)
             loss.backward()
             mean_loss = loss.detach().clone()
             dist.all_reduce(mean_loss)

@@ -152,3 +152,22 @@ def test_cached_timing_masks_with_the_stored_scores_and_stores_the_fresh_ones(mo
     stored = objective.table.lookup(batch["caption"])[:, : tokens.shape[1]]
     assert torch.allclose(stored * maskable_positions(tokens), torch.round(fresh * 255) / 255, atol=1e-6)
     assert torch.allclose(objective.table.lookup(torch.tensor([4, 5])), torch.full((2, model.config.context_length), 217 / 255))  # never drawn
+
+
+def test_phrase_alignment_adds_its_weighted_loss_with_queries_true_of_several_images(model_and_batch):
+    model, batch = model_and_batch
+    queries = ["a woman", "a man", "a woman", "a man"]  # query b written from caption b
+    # keys: [female, male]; captions 0 and 2 state female, 1 and 3 male
+    keys = torch.tensor([[1, 0], [0, 1], [1, 0], [0, 1]], dtype=torch.bool)
+    with_queries = dict(batch, query_tokens=Tokenizer(model.config.context_length)(queries), query_keys=keys, caption_keys=keys)
+    method = MethodRecipe(name="clip", alignment="itc", logit_scale=10.0, phrase_weight=0.5)
+    out = RetrievalObjective(model, method, num_captions=4).eval()(with_queries)
+    with torch.no_grad():
+        image = F.normalize(model.encode_image(batch["image"]), dim=-1)
+        query = F.normalize(model.encode_text(with_queries["query_tokens"]), dim=-1)
+    logits = 10.0 * query @ image.T
+    # each query is true of two images (itself and the other person of that gender), each half the target
+    target = torch.tensor([[0.5, 0, 0.5, 0], [0, 0.5, 0, 0.5], [0.5, 0, 0.5, 0], [0, 0.5, 0, 0.5]])
+    expected = (-(target * F.log_softmax(logits, 1)).sum(1).mean() - (target * F.log_softmax(logits.T, 1)).sum(1).mean()) / 2
+    torch.testing.assert_close(out["phrase"], expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out["loss"].detach(), out["itc"] + 0.5 * expected, rtol=1e-4, atol=1e-5)

@@ -4,6 +4,7 @@ Runs real open_clip tiny models on a small SketchPedes set, through the real
 Accelerate (two processes launched by `accelerate launch` for the distributed test).
 """
 
+import math
 import os
 import subprocess
 import sys
@@ -94,6 +95,40 @@ def test_run_directory_layout_and_metrics(sketchpedes, tmp_path):
     assert list((run / "logs").rglob("events.out.tfevents*")), "no TensorBoard event file"
 
 
+def test_phrase_alignment_trains_and_is_logged(sketchpedes, tmp_path):
+    overrides = tiny(sketchpedes, tmp_path, "train.max_steps=2", "train.checkpoint_every=0", "method.phrase_weight=0.5", "data.val_split=null")
+    train(load_recipe(QUICKSTART, overrides), run_dir=tmp_path / "run")
+    import json
+
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    phrase = [r["phrase"] for r in records if r["split"] == "train"]
+    # two steps of 8 queries: a positive loss, at most log(8) plus the rows' spread of positives
+    assert len(phrase) == 2 and all(0 < value < 2 * math.log(8) for value in phrase)
+
+
+def test_attribute_head_trains_is_saved_and_carried_to_the_next_stage(sketchpedes, tmp_path):
+    from gadms_cli.data.attribute_phrases import HEAD_KEYS
+    from gadms_cli.model.checkpoint import load_checkpoint
+
+    overrides = tiny(sketchpedes, tmp_path, "train.max_steps=2", "train.checkpoint_every=0", "method.attribute_weight=1.0", "data.val_split=null")
+    first = train(load_recipe(QUICKSTART, overrides), run_dir=tmp_path / "first")
+    import json
+
+    records = [json.loads(line) for line in (tmp_path / "first" / "metrics.jsonl").read_text().splitlines()]
+    values = [r["attribute"] for r in records if r["split"] == "train"]
+    # BCE of a fresh head on 23 attributes is near log 2 = 0.69 nats per entry
+    assert len(values) == 2 and all(0.3 < v < 1.2 for v in values)
+    saved = load_checkpoint(tmp_path / "first" / "last")
+    assert saved.attribute_head.out_features == len(HEAD_KEYS)
+    assert torch.equal(saved.attribute_head.weight, first.model.attribute_head.weight.detach().cpu())
+    AcceleratorState._reset_state(True)
+    # a run started from it without the head's loss keeps the trained head (it travels with the embedding)
+    second = train(load_recipe(QUICKSTART, tiny(sketchpedes, tmp_path, "train.max_steps=1", "train.checkpoint_every=0",
+                                               "data.val_split=null", f"model.pretrained={tmp_path / 'first' / 'last'}",
+                                               "optim.lr=1e-30")), run_dir=tmp_path / "second")
+    assert torch.allclose(second.model.attribute_head.weight.detach().cpu(), saved.attribute_head.weight, atol=1e-6)
+
+
 def test_nan_loss_stops_with_the_last_good_checkpoint(sketchpedes, tmp_path):
     recipe = load_recipe(QUICKSTART, tiny(sketchpedes, tmp_path, "train.max_steps=6", "train.checkpoint_every=2", "optim.lr=1e30", "optim.warmup_epochs=0"))
     with pytest.raises(GadmsError) as info:
@@ -121,12 +156,12 @@ def _launch_two(overrides: list[str], run_dir: Path, out: Path) -> None:
 
 @pytest.mark.slow
 def test_two_processes_stay_identical_and_match_one_process_on_the_global_batch(sketchpedes, tmp_path):
-    # SDM only (no masking randomness), no augmentation: 2 processes x 4 = one process x 8.
+    # SDM and phrase alignment (no masking randomness), no augmentation: 2 processes x 4 = one process x 8.
     # Adam's update lr * m / (sqrt(v) + eps) is about lr * sign(g): float noise in a near-zero
     # gradient flips it. A huge eps makes the update (lr / eps) * m, linear in the gradient,
     # so the comparison below tests the gradients themselves.
     common = tiny(sketchpedes, tmp_path, "train.max_steps=3", "train.checkpoint_every=0", "method.name=clip",
-                  "method.alignment=sdm", "method.logit_scale=50.0",
+                  "method.alignment=sdm", "method.logit_scale=50.0", "method.phrase_weight=0.5",
                   "data.augment.flip=false", "data.augment.pad_crop=0", "data.val_split=null",
                   "optim.eps=1000.0", "optim.lr=1.0", "optim.weight_decay=0.0", "optim.warmup_epochs=0")
     _launch_two(common, tmp_path / "ddp", tmp_path / "ddp-out")

@@ -64,7 +64,8 @@ def benchmark_train_data(recipe, accelerator, tokenize: Callable, transform: Cal
         neighbours=neighbours,
         group_size=group,
     )
-    dataset = CaptionedImageDataset(samples, transform, tokenize, seed=recipe.train.seed, caption_dropout=recipe.data.augment.caption_dropout)
+    dataset = CaptionedImageDataset(samples, transform, tokenize, seed=recipe.train.seed, caption_dropout=recipe.data.augment.caption_dropout,
+                                   query_attributes=recipe.method.phrase_attributes if recipe.method.needs_attribute_keys else 0)
     workers = recipe.data.num_workers
 
     def batches(epoch: int, start_batch: int):

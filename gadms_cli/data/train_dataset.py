@@ -6,6 +6,12 @@ Each item is a dict:
     pid       int64 [], identity remapped to 0..N-1
     caption   int64 [], a stable caption index (row of the cached GA-score table)
 
+and, with ``query_attributes > 0`` (the recipe's ``method.phrase_weight > 0``), a short
+attribute query written from the caption (data/attribute_phrases.py):
+    query_tokens  int64 [T], the query's tokens
+    query_keys    bool [K], the attribute keys the query asserts
+    caption_keys  bool [K], the attribute keys the caption states
+
 An image that cannot be read yields ``None``; :func:`collate_train` replaces it
 by another item of the same batch and counts it, so one corrupt file never stops
 an epoch and every process keeps the same batch size (which the data-parallel
@@ -26,6 +32,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from gadms_cli.data import attribute_phrases
 from gadms_cli.data.caption_dropout import drop_phrases
 from gadms_cli.data.records import TrainSample
 
@@ -43,13 +50,20 @@ class CaptionedImageDataset(Dataset):
     """Map-style dataset over :class:`TrainSample` (one item per caption)."""
 
     def __init__(
-        self, samples: Sequence[TrainSample], transform: Callable, tokenize: Tokenize, seed: int = 0, caption_dropout: float = 0.0
+        self,
+        samples: Sequence[TrainSample],
+        transform: Callable,
+        tokenize: Tokenize,
+        seed: int = 0,
+        caption_dropout: float = 0.0,
+        query_attributes: int = 0,
     ) -> None:
         self.samples = samples
         self.transform = transform
         self.tokenize = tokenize
         self.seed = seed
         self.caption_dropout = caption_dropout  # per-phrase drop probability (data/caption_dropout.py)
+        self.query_attributes = query_attributes  # 0: no attribute query; else at most this many attributes
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -74,12 +88,32 @@ class CaptionedImageDataset(Dataset):
         caption = sample.caption
         if self.caption_dropout > 0:
             caption = drop_phrases(caption, self.caption_dropout, random.Random(f"caption-dropout:{self.seed}:{self.epoch}:{index}"))
-        return {
+        item = {
             "image": pixels,
             "tokens": self.tokenize([caption])[0],
             "pid": torch.tensor(sample.pid, dtype=torch.long),
             "caption": torch.tensor(index, dtype=torch.long),
         }
+        if self.query_attributes > 0:
+            rng = random.Random(f"attribute-query:{self.seed}:{self.epoch}:{index}")
+            item.update(attribute_query(caption, self.query_attributes, rng, self.tokenize))
+        return item
+
+
+def attribute_query(caption: str, max_attributes: int, rng: random.Random, tokenize: Tokenize) -> dict[str, torch.Tensor]:
+    """``query_tokens``, ``query_keys`` and ``caption_keys`` of one caption (see the module docstring).
+
+    A caption in which the lexicon finds no attribute is its own query, with no keys
+    (the phrase alignment loss then matches it to its own image only).
+    """
+    attributes = attribute_phrases.parse_caption(caption)
+    drawn = attribute_phrases.sample_query(attributes, max_attributes, rng)
+    text, keys = drawn if drawn is not None else (caption, set())
+    return {
+        "query_tokens": tokenize([text])[0],
+        "query_keys": torch.tensor(attribute_phrases.multi_hot(keys), dtype=torch.bool),
+        "caption_keys": torch.tensor(attribute_phrases.multi_hot(attribute_phrases.caption_keys(attributes)), dtype=torch.bool),
+    }
 
 
 def collate_train(items: list[dict | None]) -> dict:

@@ -63,6 +63,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from gadms_cli.data.benchmarks import load_benchmark
 from gadms_cli.data.caption_dropout import drop_phrases
+from gadms_cli.data.train_dataset import attribute_query
 from gadms_cli.data.webperson import HubWebPerson, JsonWebPerson, ParquetWebPerson, WebPersonRecord, open_webperson
 from gadms_cli.data.webperson_order import BLOCK_ROWS, read_order, shuffle_buffer, stream_source, take_rows
 from gadms_cli.data.train_data import TrainData
@@ -254,8 +255,10 @@ class WebPersonBatches(IterableDataset):
         lookahead_rows: int = LOOKAHEAD_ROWS,
         pairing: str = "image",
         caption_dropout: float = 0.0,
+        query_attributes: int = 0,
     ) -> None:
         self.caption_dropout = caption_dropout  # per-phrase drop probability (data/caption_dropout.py)
+        self.query_attributes = query_attributes  # > 0: attribute queries for the phrase alignment loss
         self.pairing = pairing  # "image": both captions of a row, one identity; "caption": one caption, its own identity
         self.source = source
         self.layout = layout
@@ -343,13 +346,21 @@ class WebPersonBatches(IterableDataset):
                 captions.append(text)
                 pids.append(record.identity if self.pairing == "image" else index)
                 indices.append(index)
-        return {
+        batch = {
             "image": torch.stack(images).float(),
             "tokens": self.tokenize(captions).long(),
             "pid": torch.tensor(pids, dtype=torch.long),
             "caption": torch.tensor(indices, dtype=torch.long),
             "skipped": len(pairs) - sum(pair[1] is not None for pair in pairs),
         }
+        if self.query_attributes > 0:
+            queries = [
+                attribute_query(text, self.query_attributes, random.Random(f"attribute-query:{self.seed}:{self.epoch}:{index}"), self.tokenize)
+                for text, index in zip(captions, indices)
+            ]
+            for key in ("query_tokens", "query_keys", "caption_keys"):
+                batch[key] = torch.stack([query[key] for query in queries])
+        return batch
 
 
 # --- the loader ------------------------------------------------------------------------
@@ -440,6 +451,7 @@ def webperson_train_data(recipe, accelerator, tokenize: Tokenize, transform: Tra
     dataset = WebPersonBatches(
         source, layout, accelerator.process_index, transform, tokenize, seed=train.seed, pairing=data.caption_pairing,
         caption_dropout=data.augment.caption_dropout,
+        query_attributes=recipe.method.phrase_attributes if recipe.method.needs_attribute_keys else 0,
     )
     return TrainData(
         batches=lambda epoch, start_batch: load_batches(dataset, data.num_workers, epoch, start_batch),

@@ -1,4 +1,4 @@
-"""Training losses: SDM, ITC, ID and MTP (docs/method.md, "Losses").
+"""Training losses: SDM, ITC, phrase alignment, ID and MTP (docs/method.md, "Losses").
 
 Shapes: ``B`` pairs in the local batch, ``D`` embedding width, ``C`` identity classes,
 ``T`` text positions, ``V`` vocabulary size. Features need not be normalised: SDM and
@@ -206,6 +206,83 @@ def itc_loss(
     i2t = F.cross_entropy(logit_scale * _at_least_float32(image_feats @ all_texts.t()), targets)
     t2i = F.cross_entropy(logit_scale * _at_least_float32(text_feats @ all_images.t()), targets)
     return (i2t + t2i) / 2
+
+
+def phrase_alignment_loss(
+    image_feats: Tensor,
+    query_feats: Tensor,
+    query_keys: Tensor,
+    caption_keys: Tensor,
+    logit_scale: float = 50.0,
+    gather: bool = False,
+) -> Tensor:
+    """Contrastive loss of short attribute queries with every image they are true of.
+
+    Query ``i`` (e.g. "a woman carrying a backpack", written from caption ``i`` by
+    :func:`gadms_cli.data.attribute_phrases.sample_query`) asserts the keys ``query_keys[i]``;
+    image ``j`` matches it when its caption states all of them:
+    ``M_ij = [query_keys_i subset of caption_keys_j]``, and always ``M_ii = 1``. With
+    normalised features, ``P_q2i = softmax_rows(scale * Q I^T)`` and
+    ``P_i2q = softmax_rows(scale * I Q^T)``, the loss is the cross-entropy against the
+    matches spread evenly over each row:
+    ``(mean_i CE(M_i / |M_i|, P_q2i,i) + mean_j CE(M^T_j / |M^T_j|, P_i2q,j)) / 2``.
+    Unlike ITC, the other women of the batch are not negatives of "a woman".
+
+    Args:
+        image_feats: ``[B, D]`` image embeddings.
+        query_feats: ``[B, D]`` text embeddings of the queries (query ``b`` written from pair ``b``).
+        query_keys: ``[B, K]`` bool, the keys each query asserts (all False: only its own image matches).
+        caption_keys: ``[B, K]`` bool, the keys each pair's caption states.
+        logit_scale: temperature inverse.
+        gather: under data parallel, local rows against the global batch (as :func:`itc_loss`).
+    Returns:
+        Scalar loss (nats).
+    """
+    image_feats = F.normalize(image_feats, dim=-1)
+    query_feats = F.normalize(query_feats, dim=-1)
+    if gather:
+        all_images, all_queries = gather_with_grad(image_feats), gather_with_grad(query_feats)
+        all_query_keys, all_caption_keys = gather_no_grad(query_keys), gather_no_grad(caption_keys)
+    else:
+        all_images, all_queries, all_query_keys, all_caption_keys = image_feats, query_feats, query_keys, caption_keys
+    local = image_feats.shape[0]
+    offset = _local_offset(local) if gather else 0
+    own = torch.zeros(local, all_images.shape[0], dtype=torch.bool, device=image_feats.device)
+    own[torch.arange(local), torch.arange(local) + offset] = True
+
+    def matches(keys: Tensor, stated: Tensor) -> Tensor:
+        """[N, M]: row n asserts a key and all its keys are among column m's stated keys."""
+        missing = keys.to(torch.float32) @ (~stated).to(torch.float32).t()
+        return (missing == 0) & keys.any(dim=1, keepdim=True)
+
+    q2i = matches(query_keys, all_caption_keys) | own  # local queries x all images
+    i2q = matches(all_query_keys, caption_keys).t() | own  # local images x all queries
+
+    def soft_ce(logits: Tensor, positives: Tensor) -> Tensor:
+        target = positives.to(logits.dtype)
+        target = target / target.sum(dim=1, keepdim=True)
+        return -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+    q2i_loss = soft_ce(logit_scale * _at_least_float32(query_feats @ all_images.t()), q2i)
+    i2q_loss = soft_ce(logit_scale * _at_least_float32(image_feats @ all_queries.t()), i2q)
+    return (q2i_loss + i2q_loss) / 2
+
+
+def attribute_loss(logits: Tensor, targets: Tensor, known: Tensor) -> Tensor:
+    """Multi-label binary cross-entropy of an attribute head, over the known entries only.
+
+    Args:
+        logits: ``[B, A]`` attribute logits of the image embeddings.
+        targets: ``[B, A]`` bool, the attributes the captions state.
+        known: ``[B, A]`` bool, which entries the captions decide (see
+            :func:`gadms_cli.data.attribute_phrases.head_targets`).
+    Returns:
+        Mean BCE over the known entries (0, attached to ``logits``, when none is known).
+    """
+    logits = _at_least_float32(logits)
+    per_entry = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none")
+    weights = known.to(logits.dtype)
+    return (per_entry * weights).sum() / weights.sum().clamp(min=1.0)
 
 
 def id_loss(logits_img: Tensor, logits_txt: Tensor, pids: Tensor) -> Tensor:

@@ -47,3 +47,18 @@ class MethodRecipe:
     # BOTH maskings), or "none".
     forced_token: Literal["sample", "first", "none"] = "sample"
     id_loss: bool = False
+    # Phrase alignment (docs/method.md): + phrase_weight * a contrastive loss of short attribute
+    # queries written from each caption ("a woman carrying a backpack") against every image of the
+    # batch they are true of. 0: off (the paper's objectives). phrase_attributes: at most this many
+    # attributes per query (the gender counts as one).
+    phrase_weight: Annotated[float, Field(ge=0)] = 0.0
+    phrase_attributes: Annotated[int, Field(ge=1, le=4)] = 2
+    phrase_logit_scale: Annotated[float, Field(gt=0)] | None = None  # None: method.logit_scale
+    # Attribute head (docs/method.md): + attribute_weight * BCE of a linear head on the image
+    # embedding against the gender, hair length and item types the caption states. 0: off.
+    attribute_weight: Annotated[float, Field(ge=0)] = 0.0
+
+    @property
+    def needs_attribute_keys(self) -> bool:
+        """True when the batches must carry attribute queries and caption keys (data/attribute_phrases.py)."""
+        return self.phrase_weight > 0 or self.attribute_weight > 0

@@ -16,9 +16,15 @@ monitoring numbers. Per step, for ``gadms``:
 ``irra``: L = SDM(image, clean caption) + ID + MLM on a uniformly 15%-masked caption
 (the clean and masked captions share one text forward). ``clip``: SDM (or ITC) only.
 
+Any method, with ``method.phrase_weight > 0``: + phrase_weight * the phrase alignment loss of
+the batch's short attribute queries (``query_tokens``, ``query_keys``, ``caption_keys``; written
+by the dataset, see gadms_cli/data/attribute_phrases.py) against its images; with
+``method.attribute_weight > 0``: + attribute_weight * the BCE of the model's attribute head
+on the image embeddings against the attributes the captions state.
+
 The returned dict holds 0-d tensors: ``loss`` (what to backpropagate) and detached
 numbers for logging (``sdm`` or ``itc``: the alignment loss, named by ``method.alignment``;
-``mtp``, ``id``, ``noise_masked``, ``mtp_masked``, ``score_mean``).
+``mtp``, ``id``, ``phrase``, ``attribute``, ``noise_masked``, ``mtp_masked``, ``score_mean``).
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ from torch import Tensor, nn
 from gadms_cli.gadms import masking
 from gadms_cli.gadms.ga_score import ga_token_scores, similarity_token_scores
 from gadms_cli.gadms.ga_score_public import public_ga_token_scores
-from gadms_cli.gadms.losses import distributed, id_loss, itc_loss, mtp_loss, sdm_loss
+from gadms_cli.data.attribute_phrases import head_targets
+from gadms_cli.gadms.losses import attribute_loss, distributed, id_loss, itc_loss, mtp_loss, phrase_alignment_loss, sdm_loss
 from gadms_cli.gadms.score_table import ScoreTable
 from gadms_cli.model.text_taps import trim_to_longest
 from gadms_cli.gadms.method_config import MethodRecipe
@@ -58,6 +65,8 @@ class RetrievalObjective(nn.Module):
             raise ValueError("the method needs an MTP decoder but the model has none")
         if method.id_loss and model.classifier is None:
             raise ValueError("method.id_loss needs a model with an identity classifier")
+        if method.attribute_weight > 0 and model.attribute_head is None:
+            raise ValueError("method.attribute_weight needs a model with an attribute head")
 
     @property
     def _uses_mtp(self) -> bool:
@@ -166,6 +175,17 @@ class RetrievalObjective(nn.Module):
                 padded[:, : fresh.shape[1]] = fresh
                 self.table.update(batch["caption"], padded)
 
+        if self.method.phrase_weight > 0:
+            query_emb = self.model.encode_text(trim_to_longest(batch["query_tokens"]))
+            scale = self.method.phrase_logit_scale or self.method.logit_scale
+            phrase = phrase_alignment_loss(image_emb, query_emb, batch["query_keys"], batch["caption_keys"], scale, gather=distributed())
+            loss = loss + self.method.phrase_weight * phrase
+            out["phrase"] = phrase.detach()
+        if self.method.attribute_weight > 0:
+            targets, known = head_targets(batch["caption_keys"])
+            attribute = attribute_loss(self.model.attribute_logits(image_emb), targets, known)
+            loss = loss + self.method.attribute_weight * attribute
+            out["attribute"] = attribute.detach()
         if self.method.id_loss:
             ident = id_loss(self.model.identity_logits(image_emb), self.model.identity_logits(text_emb), pids)
             loss = loss + ident

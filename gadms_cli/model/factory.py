@@ -410,5 +410,8 @@ def _from_checkpoint(directory: Path, options: BuildOptions) -> PersonCLIP:
             load_module_state(model.classifier, source.classifier.state_dict(), report, prefix_in_report="classifier.")
         else:
             report.notes.append("identity classifier initialised anew")
+    if source.attribute_head is not None:  # the attribute head travels with the embedding it reads
+        model.add_attribute_head(source.attribute_head.out_features)
+        load_module_state(model.attribute_head, source.attribute_head.state_dict(), report, prefix_in_report="attribute_head.")
     model.load_report = report
     return model

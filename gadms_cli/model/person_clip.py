@@ -6,6 +6,8 @@ One module holds everything a run trains and a checkpoint stores:
   built-in text transformer; ViT-B-16 in the paper);
 - ``.mtp``: the cross-modal :class:`MTPDecoder` (None when MTP is off);
 - ``.classifier``: the identity head Linear(E, num_ids) (None when num_ids = 0);
+- ``.attribute_head``: Linear(E, num_attributes), attribute logits of an image embedding
+  (``method.attribute_weight``; None when num_attributes = 0);
 - ``.config``: the :class:`PersonCLIPConfig` that rebuilds the module;
 - ``.logit_scale``: the fixed temperature 50 (a float, never learned; open_clip's
   own ``clip.logit_scale`` parameter is kept for weight compatibility but frozen
@@ -53,6 +55,7 @@ class PersonCLIPConfig:
     decoder_layers: int = DECODER_LAYERS
     decoder_heads: int = 8
     num_ids: int = 0
+    num_attributes: int = 0
     logit_scale: float = LOGIT_SCALE
     vocab_size: int = VOCAB_SIZE
     mask_id: int = MASK_ID
@@ -134,6 +137,7 @@ class PersonCLIP(nn.Module):
             else None
         )
         self.classifier = identity_classifier(config.embed_dim, config.num_ids) if config.num_ids > 0 else None
+        self.attribute_head = nn.Linear(config.embed_dim, config.num_attributes) if config.num_attributes > 0 else None
         self.load_report = None  # set by the factory: where the weights came from (a weights.LoadReport)
 
     def add_classifier(self, num_ids: int) -> None:
@@ -143,6 +147,14 @@ class PersonCLIP(nn.Module):
         device = next(self.parameters()).device
         self.classifier = identity_classifier(self.config.embed_dim, num_ids).to(device)
         self.config = dataclasses.replace(self.config, num_ids=int(num_ids))
+
+    def add_attribute_head(self, num_attributes: int) -> None:
+        """Attach a new attribute head with ``num_attributes`` outputs (kept if it already has that size)."""
+        if self.attribute_head is not None and self.attribute_head.out_features == num_attributes:
+            return
+        device = next(self.parameters()).device
+        self.attribute_head = nn.Linear(self.config.embed_dim, num_attributes).to(device)
+        self.config = dataclasses.replace(self.config, num_attributes=int(num_attributes))
 
     # --- images ---------------------------------------------------------------------
 
@@ -210,6 +222,12 @@ class PersonCLIP(nn.Module):
             raise GadmsError("this model has no identity classifier: build it with num_ids > 0")
         return self.classifier(embeddings)
 
+    def attribute_logits(self, image_embeddings: torch.Tensor) -> torch.Tensor:
+        """Image embeddings [B, E] -> attribute logits [B, num_attributes]."""
+        if self.attribute_head is None:
+            raise GadmsError("this model has no attribute head: build it with num_attributes > 0")
+        return self.attribute_head(image_embeddings)
+
     def forward(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Call one of the methods above by name, e.g. ``model("encode_image", images)``.
 
@@ -235,4 +253,5 @@ class PersonCLIP(nn.Module):
 
     def new_module_prefixes(self) -> tuple[str, ...]:
         """State-dict prefixes of the parts not in CLIP (IRRA trains them at 5x the learning rate)."""
-        return tuple(p for p, m in (("mtp.", self.mtp), ("classifier.", self.classifier)) if m is not None)
+        parts = (("mtp.", self.mtp), ("classifier.", self.classifier), ("attribute_head.", self.attribute_head))
+        return tuple(p for p, m in parts if m is not None)

@@ -172,10 +172,14 @@ def garment_np(garment: Garment, plan: CaptionPlan, slot: str) -> str:
     return with_article(phrase)
 
 
-def caption_fields(view: CaptionView, plan: CaptionPlan) -> dict[str, str]:
-    """Every placeholder value available for ``view`` (missing slots are simply absent)."""
+def caption_fields(view: CaptionView, plan: CaptionPlan, neutral: bool = False) -> dict[str, str]:
+    """Every placeholder value available for ``view`` (missing slots are simply absent).
+
+    ``neutral``: the caption does not say the gender, so possessives are "their" ("on their back")."""
     c = plan.choices
     he, his, _him = PRONOUNS[view.gender]
+    if neutral:
+        his = "their"
     noun = pick(SUBJECT_NOUNS[view.gender], c["subject"])
     a_subj = with_article(noun)
     the_subj = a_subj if c["article"] < 0.75 else f"the {noun}"

@@ -86,8 +86,8 @@ def _partial(plan: CaptionPlan, fields: dict[str, str], content: list[str], subj
 
 def render_partial(plan: CaptionPlan, view: CaptionView) -> RenderedCaption:
     """Render a ``partial`` or ``short`` plan for ``view``: text, the slots and the mentions."""
-    fields = caption_fields(view, plan)
     mentions = mentioned_slots(plan, view)
+    fields = caption_fields(view, plan, neutral="gender" not in mentions)
     content = [slot for slot in mentions if slot != "gender"]
     if "gender" in mentions:
         subject, pronoun = fields["A_subj"][0].lower() + fields["A_subj"][1:], fields["Pron"]

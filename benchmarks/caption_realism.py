@@ -96,7 +96,8 @@ def run_variant(name: str, out: Path, eval_sets: dict[str, Path], gallery: Path)
     synth, both, _ = VARIANTS[name]
     # "base:KEY=VALUE" applies to stage 1 only (e.g. a longer base), anything else to both stages
     base_only = [item.removeprefix("base:") for item in both if item.startswith("base:")]
-    overrides = [item for item in both if not item.startswith("base:")]
+    # the short-query options are off unless the variant sets them (the quickstart recipe turns them on)
+    overrides = ["method.phrase_weight=0", "method.attribute_weight=0", *(item for item in both if not item.startswith("base:"))]
     root = out / name
     size = dict(height=192, width=64)
     base_data, data = root / "base-sketchpedes", root / "sketchpedes"

@@ -68,6 +68,7 @@ VARIANTS: dict[str, tuple[dict, list[str], str]] = {
     "conv_attr8_long": ({}, [CONV, "method.phrase_weight=1.0", "method.attribute_weight=8.0", "base:train.max_steps=660"], "synth defaults + phrase alignment 1 + attribute head 8 (both stages), base 660 steps, gadms-small-conv"),
     "conv_attr16_long": ({}, [CONV, "method.phrase_weight=1.0", "method.attribute_weight=16.0", "base:train.max_steps=660"], "synth defaults + phrase alignment 1 + attribute head 16 (both stages), base 660 steps, gadms-small-conv"),
     "conv_attr8_990": ({}, [CONV, "method.phrase_weight=1.0", "method.attribute_weight=8.0", "base:train.max_steps=990"], "synth defaults + phrase alignment 1 + attribute head 8 (both stages), base 990 steps, gadms-small-conv"),
+    "conv_attr8_800": ({}, [CONV, "method.phrase_weight=1.0", "method.attribute_weight=8.0", "base:train.max_steps=800", "stage2:train.max_steps=100"], "synth defaults + phrase alignment 1 + attribute head 8 (both stages), base 800 steps, stage 2 100 steps, gadms-small-conv"),
     "conv_long": ({}, [CONV, "base:train.max_steps=660"], "synth defaults, base 660 steps (no short-query options), gadms-small-conv"),
     "conv_phrase_look": ({"twin_fraction": 0.5}, [CONV, "data.lookalike_group=2", "method.phrase_weight=1.0"], "50% twins + look-alike batches of 2 + phrase alignment weight 1 (both stages), gadms-small-conv"),
     "conv_look_mild": ({"caption_mix": MILD, "twin_fraction": 0.5}, [CONV, "data.lookalike_group=2"], "80/10/10 captions, 50% twins + look-alike batches of 2, gadms-small-conv"),
@@ -94,10 +95,12 @@ def run_variant(name: str, out: Path, eval_sets: dict[str, Path], gallery: Path)
     from gadms_cli.train import train
 
     synth, both, _ = VARIANTS[name]
-    # "base:KEY=VALUE" applies to stage 1 only (e.g. a longer base), anything else to both stages
+    # "base:KEY=VALUE" applies to stage 1 only (e.g. a longer base), "stage2:KEY=VALUE" to stage 2 only,
+    # anything else to both stages
     base_only = [item.removeprefix("base:") for item in both if item.startswith("base:")]
+    stage2_only = [item.removeprefix("stage2:") for item in both if item.startswith("stage2:")]
     # the short-query options are off unless the variant sets them (the quickstart recipe turns them on)
-    overrides = ["method.phrase_weight=0", "method.attribute_weight=0", *(item for item in both if not item.startswith("base:"))]
+    overrides = ["method.phrase_weight=0", "method.attribute_weight=0", *(item for item in both if not item.startswith(("base:", "stage2:")))]
     root = out / name
     size = dict(height=192, width=64)
     base_data, data = root / "base-sketchpedes", root / "sketchpedes"
@@ -116,7 +119,7 @@ def run_variant(name: str, out: Path, eval_sets: dict[str, Path], gallery: Path)
     AcceleratorState._reset_state(True)
     base_model = base.run_dir / ("best" if (base.run_dir / "best").is_dir() else "last")
     stage2 = train(load_recipe("quickstart", [f"data.path={data}", f"train.output_dir={runs}", f"model.pretrained={base_model}",
-                                               f"optim.lr={STAGE2_LR}", f"train.max_steps={STAGE2_STEPS}", "train.max_minutes=null", *overrides]))
+                                               f"optim.lr={STAGE2_LR}", f"train.max_steps={STAGE2_STEPS}", "train.max_minutes=null", *overrides, *stage2_only]))
     AcceleratorState._reset_state(True)
     model_dir = stage2.run_dir / ("best" if (stage2.run_dir / "best").is_dir() else "last")
     train_minutes = (time.perf_counter() - started) / 60

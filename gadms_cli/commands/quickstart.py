@@ -26,11 +26,11 @@ QUERY = "a woman wearing a red coat"
 QUERY_ATTRIBUTES = "gender=female,top.type=coat,top.colour=red"
 TEST_IDS = 100  # chance R@1 is about 1 / TEST_IDS
 BASE_SEED = 1  # the base corpus draws other identities than the experiment's (seed 0)
-BASE_STEPS = 990  # stage 1, contrastive steps of 32 (about 3 min on 2 cores)
+BASE_STEPS = 800  # stage 1, contrastive steps of 32 (about 4 min on 2 cores)
 # Short queries ("a woman with long hair"): phrase alignment and the attribute head (docs/method.md),
 # in BOTH stages; the quickstart recipe sets them for stage 2. Measured in docs/results/caption-realism-3.md.
 SHORT_QUERY_OPTIONS = ("method.phrase_weight=1.0", "method.attribute_weight=8.0")
-STAGE2_STEPS = 160  # stage 2, GA-DMS steps of 32 (about 1.7 min)
+STAGE2_STEPS = 100  # stage 2, GA-DMS steps of 32 (about 1.5 min)
 STAGE2_LR = 1e-4  # from a trained start; the recipe's 5e-4 is for random weights
 
 

@@ -2,8 +2,9 @@
 
 Each variant makes its own SketchPedes (base corpus and experiment data, as ``gadms
 quickstart`` does, with the variant's ``gadms synth`` options) and trains the quickstart's
-two stages on it (base CLIP ``BASE_STEPS`` steps, then GA-DMS ``STAGE2_STEPS`` steps at lr
-``STAGE2_LR``, with the variant's recipe overrides). Every model is then measured on the SAME
+two stages on it (base CLIP ``BASE_STEPS`` = 330 steps, then GA-DMS ``STAGE2_STEPS`` = 160 steps at
+lr ``STAGE2_LR``, the quickstart's until 2026-12-02, unless the variant sets ``base:train.max_steps``
+or ``stage2:train.max_steps``; with the variant's recipe overrides). Every model is then measured on the SAME
 held-out sets, made once with another seed (5 and 7), all with full captions:
 
 - test R@1 on a test split without colour twins (SketchPedes' default people) and on one with
@@ -32,6 +33,9 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+# The steps every variant trains unless it says otherwise (the quickstart's before the short-query
+# options; fixed here so that cached variants stay comparable when the quickstart's change).
+BASE_STEPS, STAGE2_STEPS = 330, 160
 
 REALISTIC = {"caption_mix": "full=0.5,partial=0.3,short=0.2", "twin_fraction": 0.3}
 MILD = "full=0.8,partial=0.1,short=0.1"
@@ -89,7 +93,7 @@ def _script(name: str):
 def run_variant(name: str, out: Path, eval_sets: dict[str, Path], gallery: Path) -> dict:
     from accelerate.state import AcceleratorState
 
-    from gadms_cli.commands.quickstart import BASE_SEED, BASE_STEPS, QUERY_ATTRIBUTES, STAGE2_LR, STAGE2_STEPS, TEST_IDS
+    from gadms_cli.commands.quickstart import BASE_SEED, QUERY_ATTRIBUTES, STAGE2_LR, TEST_IDS
     from gadms_cli.data.synth import SynthConfig, generate_sketchpedes
     from gadms_cli.recipe import load_recipe
     from gadms_cli.train import train
@@ -169,7 +173,7 @@ def write_markdown(path: Path, results: dict[str, dict], out: Path) -> None:
              f"Command: `python benchmarks/caption_realism.py --out {out} --variants {' '.join(results)} --md {path}`", "",
              f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, no GPU. Each variant: its own SketchPedes (base corpus "
              "2000 clean identities seed 1, experiment 800/50/100 identities seed 0 with 30% noisy train captions), the "
-             "quickstart's two stages (330 plain-CLIP steps, then 160 GA-DMS steps at lr 1e-4), then the same held-out "
+             "quickstart's two stages (330 base steps, then 160 GA-DMS steps at lr 1e-4, unless the variant says otherwise), then the same held-out "
              "sets for every variant (full captions): test splits of 100 identities with and without colour twins "
              "(seed 5), a 200-identity gallery (seed 7) for precision@10, probes fit on the variant's train images and "
              "scored on the twin test split.", "",

@@ -106,7 +106,7 @@ def test_public_score_matches_the_reference(model, layers):
 def test_the_recipe_switch_reaches_the_objective(model):
     from gadms_cli.gadms.objective import RetrievalObjective
 
-    recipe = load_recipe("quickstart", ["method.score_variant=public", "method.score_layers=2", "method.mtp=false"])
+    recipe = load_recipe("quickstart", ["method.score_variant=public", "method.score_layers=2", "method.mtp=false", "method.attribute_weight=0"])
     objective = RetrievalObjective(model, recipe.method)
     tokens = Tokenizer(24)(CAPTIONS)[:, :12]
     image = torch.randn(3, 64, generator=torch.Generator().manual_seed(6))

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from gadms_cli.data import attribute_phrases as ap
+from gadms_cli.data.attribute_phrases import attribute_query
 from gadms_cli.data.synth import SynthConfig, generate_sketchpedes
 from gadms_cli.data.synth.attributes import COLOURS
 from gadms_cli.data.synth.caption_words import TYPE_NOUNS
-from gadms_cli.data.train_dataset import attribute_query
 from gadms_cli.gadms.losses import itc_loss, phrase_alignment_loss
 from gadms_cli.model.tokenizer import Tokenizer
 

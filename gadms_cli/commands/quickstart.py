@@ -27,9 +27,6 @@ QUERY_ATTRIBUTES = "gender=female,top.type=coat,top.colour=red"
 TEST_IDS = 100  # chance R@1 is about 1 / TEST_IDS
 BASE_SEED = 1  # the base corpus draws other identities than the experiment's (seed 0)
 BASE_STEPS = 800  # stage 1, contrastive steps of 32 (about 4 min on 2 cores)
-# Short queries ("a woman with long hair"): phrase alignment and the attribute head (docs/method.md),
-# in BOTH stages; the quickstart recipe sets them for stage 2. Measured in docs/results/caption-realism-3.md.
-SHORT_QUERY_OPTIONS = ("method.phrase_weight=1.0", "method.attribute_weight=8.0")
 STAGE2_STEPS = 100  # stage 2, GA-DMS steps of 32 (about 1.5 min)
 STAGE2_LR = 1e-4  # from a trained start; the recipe's 5e-4 is for random weights
 
@@ -58,7 +55,7 @@ def quickstart(
     base_ids: int = typer.Option(2000, "--base-ids", min=1, help="Clean identities of the base model's corpus (stage 1)."),
     base_steps: int = typer.Option(BASE_STEPS, "--base-steps", min=1, help="Optimiser steps of the base model (stage 1)."),
     overrides: List[str] = typer.Option(
-        [], "--set", help="Override a value of the quickstart recipe (stage 2; model.* keys apply to stage 1 too; repeatable)."
+        [], "--set", help="Override a value of the quickstart recipe (stage 2; model.* keys and the short-query options method.phrase_weight, phrase_attributes, attribute_weight apply to stage 1 too; repeatable)."
     ),
 ) -> None:
     """The offline end-to-end demo: synth data, a base CLIP, GA-DMS on noisy captions, evaluation, search."""
@@ -78,6 +75,16 @@ def quickstart(
         for path in (data_dir, model_dir, base_data, base_dir, folder / "runs"):
             shutil.rmtree(path, ignore_errors=True)
     model_overrides = [item for item in overrides if item.strip().startswith("model.")]
+    cap = [] if minutes is None else [f"train.max_minutes={minutes}"]
+    recipe = load_recipe("quickstart", [
+        f"data.path={data_dir}", f"train.output_dir={folder / 'runs'}", f"model.pretrained={base_dir}",
+        f"optim.lr={STAGE2_LR}", f"train.max_steps={STAGE2_STEPS}", *cap, *overrides,
+    ])
+    # Short queries ("a woman with long hair") are trained in BOTH stages: the base takes the
+    # quickstart recipe's phrase alignment and attribute head (docs/method.md), --set included.
+    method = recipe.method
+    short_query_options = [f"method.phrase_weight={method.phrase_weight}", f"method.phrase_attributes={method.phrase_attributes}",
+                           f"method.attribute_weight={method.attribute_weight}"]
 
     console.rule("[bold]1/4  SketchPedes: a clean base corpus and the experiment's data with 30% noisy captions")
     size = dict(height=192, width=64)
@@ -101,17 +108,12 @@ def quickstart(
         else:
             base = load_recipe("sketchpedes-base", [
                 f"data.path={base_data}", f"train.output_dir={folder / 'runs'}", f"train.max_steps={base_steps}",
-                "train.eval_every=0", "train.checkpoint_every=0", *SHORT_QUERY_OPTIONS, *model_overrides,
+                "train.eval_every=0", "train.checkpoint_every=0", *short_query_options, *model_overrides,
             ])
             result = train(base)
             AcceleratorState._reset_state(True)
             _copy_atomically(_selected(result.run_dir), base_dir)
             console.print(f"base: {result.run_dir}  ({result.state.step} steps, {result.state.train_seconds / 60:.1f} min)")
-        cap = [] if minutes is None else [f"train.max_minutes={minutes}"]
-        recipe = load_recipe("quickstart", [
-            f"data.path={data_dir}", f"train.output_dir={folder / 'runs'}", f"model.pretrained={base_dir}",
-            f"optim.lr={STAGE2_LR}", f"train.max_steps={STAGE2_STEPS}", *cap, *overrides,
-        ])
         result = train(recipe)
         AcceleratorState._reset_state(True)
         _copy_atomically(_selected(result.run_dir), model_dir)

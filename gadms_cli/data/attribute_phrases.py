@@ -27,6 +27,8 @@ import random
 import re
 from dataclasses import dataclass
 
+from typing import Callable
+
 import torch
 
 # Canonical colour -> the words that write it.
@@ -98,6 +100,8 @@ KEY_INDEX: dict[str, int] = {key: i for i, key in enumerate(KEYS)}
 # hair length and each item type, without colours (the contrastive losses already learn colours).
 HEAD_KEYS: tuple[str, ...] = tuple(k for k in KEYS if k.startswith(("gender:", "hair:")) or k.removeprefix("item:") in ITEM_NOUNS)
 _HEAD_COLUMNS = [KEY_INDEX[k] for k in HEAD_KEYS]
+# Head columns whose value a caption may leave unsaid: the gender, the hair length.
+_HEAD_GROUPS = [torch.tensor([k.startswith(prefix) for k in HEAD_KEYS]) for prefix in ("gender:", "hair:")]
 
 
 def head_targets(caption_keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,8 +113,8 @@ def head_targets(caption_keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     """
     targets = caption_keys[:, _HEAD_COLUMNS]
     known = torch.ones_like(targets)
-    for prefix in ("gender:", "hair:"):
-        group = torch.tensor([k.startswith(prefix) for k in HEAD_KEYS], device=targets.device)
+    for group in _HEAD_GROUPS:
+        group = group.to(targets.device)
         stated = targets[:, group].any(dim=1, keepdim=True)
         known = known & (~group[None, :] | stated)
     return targets, known
@@ -172,7 +176,7 @@ def parse_caption(caption: str) -> list[Attribute]:
             if length or colour_word:
                 found.append(hair)
         elif word in _GENDER_OF and gender is None:
-            gender = Attribute("gender", _GENDER_OF[word], noun=word if word not in ("he", "his", "him", "she", "her") else "")
+            gender = Attribute("gender", _GENDER_OF[word], noun=word)
             found.append(gender)
         i += 1
     return found
@@ -199,8 +203,8 @@ def _phrase(attribute: Attribute, with_colour: bool, rng: random.Random) -> str:
     """The words of a query about one hair or item attribute: "with long black hair", "carrying a rucksack"."""
     colour = f"{attribute.colour_word} " if with_colour and attribute.colour_word else ""
     if attribute.kind == "hair":
-        length = {"short": "short", "medium": "shoulder-length", "long": "long"}.get(attribute.value or "", "")
-        return f"with {(length + ' ') if length else ''}{colour}hair"
+        length = f"{HAIR_LENGTHS[attribute.value][0]} " if attribute.value else ""
+        return f"with {length}{colour}hair"
     np = _with_article(f"{colour}{attribute.noun}", attribute.value in PLURAL_ITEMS)
     if attribute.value in BAG_ITEMS:
         verb = rng.choice(("carrying", "with"))
@@ -242,3 +246,22 @@ def sample_query(attributes: list[Attribute], max_attributes: int, rng: random.R
     subject = _with_article(noun, plural=False)
     text = subject if not parts else f"{subject} {' and '.join(parts)}"
     return text, keys
+
+
+def attribute_query(
+    caption: str, max_attributes: int, rng: random.Random, tokenize: Callable[[list[str]], torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """One caption's training tensors: ``query_tokens`` [T] int64 (a query from :func:`sample_query`),
+    ``query_keys`` and ``caption_keys`` [len(KEYS)] bool.
+
+    A caption in which the lexicon finds no attribute is its own query, with no keys
+    (the phrase alignment loss then matches it to its own image only).
+    """
+    attributes = parse_caption(caption)
+    drawn = sample_query(attributes, max_attributes, rng)
+    text, keys = drawn if drawn is not None else (caption, set())
+    return {
+        "query_tokens": tokenize([text])[0],
+        "query_keys": torch.tensor(multi_hot(keys), dtype=torch.bool),
+        "caption_keys": torch.tensor(multi_hot(caption_keys(attributes)), dtype=torch.bool),
+    }

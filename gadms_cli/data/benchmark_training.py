@@ -65,7 +65,7 @@ def benchmark_train_data(recipe, accelerator, tokenize: Callable, transform: Cal
         group_size=group,
     )
     dataset = CaptionedImageDataset(samples, transform, tokenize, seed=recipe.train.seed, caption_dropout=recipe.data.augment.caption_dropout,
-                                   query_attributes=recipe.method.phrase_attributes if recipe.method.needs_attribute_keys else 0)
+                                   query_attributes=recipe.method.query_attributes)
     workers = recipe.data.num_workers
 
     def batches(epoch: int, start_batch: int):

@@ -6,7 +6,7 @@ Each item is a dict:
     pid       int64 [], identity remapped to 0..N-1
     caption   int64 [], a stable caption index (row of the cached GA-score table)
 
-and, with ``query_attributes > 0`` (the recipe's ``method.phrase_weight > 0``), a short
+and, with ``query_attributes > 0`` (the recipe's ``method.query_attributes``), a short
 attribute query written from the caption (data/attribute_phrases.py):
     query_tokens  int64 [T], the query's tokens
     query_keys    bool [K], the attribute keys the query asserts
@@ -32,7 +32,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from gadms_cli.data import attribute_phrases
+from gadms_cli.data.attribute_phrases import attribute_query
 from gadms_cli.data.caption_dropout import drop_phrases
 from gadms_cli.data.records import TrainSample
 
@@ -98,22 +98,6 @@ class CaptionedImageDataset(Dataset):
             rng = random.Random(f"attribute-query:{self.seed}:{self.epoch}:{index}")
             item.update(attribute_query(caption, self.query_attributes, rng, self.tokenize))
         return item
-
-
-def attribute_query(caption: str, max_attributes: int, rng: random.Random, tokenize: Tokenize) -> dict[str, torch.Tensor]:
-    """``query_tokens``, ``query_keys`` and ``caption_keys`` of one caption (see the module docstring).
-
-    A caption in which the lexicon finds no attribute is its own query, with no keys
-    (the phrase alignment loss then matches it to its own image only).
-    """
-    attributes = attribute_phrases.parse_caption(caption)
-    drawn = attribute_phrases.sample_query(attributes, max_attributes, rng)
-    text, keys = drawn if drawn is not None else (caption, set())
-    return {
-        "query_tokens": tokenize([text])[0],
-        "query_keys": torch.tensor(attribute_phrases.multi_hot(keys), dtype=torch.bool),
-        "caption_keys": torch.tensor(attribute_phrases.multi_hot(attribute_phrases.caption_keys(attributes)), dtype=torch.bool),
-    }
 
 
 def collate_train(items: list[dict | None]) -> dict:

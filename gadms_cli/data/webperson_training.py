@@ -63,7 +63,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from gadms_cli.data.benchmarks import load_benchmark
 from gadms_cli.data.caption_dropout import drop_phrases
-from gadms_cli.data.train_dataset import attribute_query
+from gadms_cli.data.attribute_phrases import attribute_query
 from gadms_cli.data.webperson import HubWebPerson, JsonWebPerson, ParquetWebPerson, WebPersonRecord, open_webperson
 from gadms_cli.data.webperson_order import BLOCK_ROWS, read_order, shuffle_buffer, stream_source, take_rows
 from gadms_cli.data.train_data import TrainData
@@ -451,7 +451,7 @@ def webperson_train_data(recipe, accelerator, tokenize: Tokenize, transform: Tra
     dataset = WebPersonBatches(
         source, layout, accelerator.process_index, transform, tokenize, seed=train.seed, pairing=data.caption_pairing,
         caption_dropout=data.augment.caption_dropout,
-        query_attributes=recipe.method.phrase_attributes if recipe.method.needs_attribute_keys else 0,
+        query_attributes=recipe.method.query_attributes,
     )
     return TrainData(
         batches=lambda epoch, start_batch: load_batches(dataset, data.num_workers, epoch, start_batch),

@@ -59,6 +59,7 @@ class MethodRecipe:
     attribute_weight: Annotated[float, Field(ge=0)] = 0.0
 
     @property
-    def needs_attribute_keys(self) -> bool:
-        """True when the batches must carry attribute queries and caption keys (data/attribute_phrases.py)."""
-        return self.phrase_weight > 0 or self.attribute_weight > 0
+    def query_attributes(self) -> int:
+        """How many attributes the datasets' attribute queries may name; 0: the batches need no
+        queries nor caption keys (neither loss is on; data/attribute_phrases.py)."""
+        return self.phrase_attributes if self.phrase_weight > 0 or self.attribute_weight > 0 else 0

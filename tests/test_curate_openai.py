@@ -41,7 +41,8 @@ def fill_template(user_text: str, seed: int) -> str:
 
 class ChatServer:
     """A chat-completions server on 127.0.0.1; ``script`` is consumed one behaviour per request
-    (then ``default``). Behaviours: "ok", "slow", "malformed", "no_content", "length", or an HTTP status."""
+    (then ``default``). Behaviours: "ok", "hold" (ok after 0.1 s, so concurrent requests overlap), "slow",
+    "malformed", "no_content", "length", or an HTTP status."""
 
     def __init__(self, default="ok"):
         self.script: list = []
@@ -91,6 +92,8 @@ class ChatServer:
                     return
                 if behaviour == "slow":
                     time.sleep(1.0)
+                if behaviour == "hold":
+                    time.sleep(0.1)
                 user = body["messages"][-1]["content"]
                 text_part = user[-1]["text"] if isinstance(user, list) else user
                 if "template:\n" in text_part:
@@ -235,7 +238,8 @@ def test_server_down_is_retried_then_one_line(server):
 
 
 def test_concurrency_and_order(server):
-    server.default = "ok"
+    # each answer waits 0.1 s: an instant fake server can finish a request before the next starts
+    server.default = "hold"
     client = captioner(server, concurrency=4)
     seeds = list(range(12))
     replies = client.generate([request(seed) for seed in seeds])

@@ -171,3 +171,19 @@ def test_attribute_loss_is_the_mean_bce_over_known_entries():
     expected = (bce(2.0, 1) + bce(-1.0, 0) + bce(0.0, 0) + bce(-2.0, 1)) / 4
     assert attribute_loss(logits, targets, known).item() == pytest.approx(expected, rel=1e-6)
     assert attribute_loss(logits, targets, torch.zeros_like(known)).item() == 0.0
+
+
+def test_balanced_attribute_loss_weighs_present_and_absent_halves_per_attribute():
+    from gadms_cli.gadms.losses import attribute_loss
+
+    # column 0: present in rows 0, 1, absent in row 2 (row 3 unknown); column 1: absent only;
+    # column 2: nothing known (left out of the mean)
+    logits = torch.tensor([[2.0, -1.0, 0.3], [0.5, 1.0, 0.1], [-3.0, 0.0, 0.2], [9.0, 9.0, 9.0]])
+    targets = torch.tensor([[1, 0, 0], [1, 0, 1], [0, 0, 0], [0, 0, 0]], dtype=torch.bool)
+    known = torch.tensor([[1, 1, 0], [1, 1, 0], [1, 0, 0], [0, 0, 0]], dtype=torch.bool)
+    bce = lambda x, y: -(y * math.log(1 / (1 + math.exp(-x))) + (1 - y) * math.log(1 - 1 / (1 + math.exp(-x))))  # noqa: E731
+    column0 = ((bce(2.0, 1) + bce(0.5, 1)) / 2 + bce(-3.0, 0)) / 2
+    column1 = (bce(-1.0, 0) + bce(1.0, 0)) / 2
+    expected = (column0 + column1) / 2
+    assert attribute_loss(logits, targets, known, balance=True).item() == pytest.approx(expected, rel=1e-6)
+    assert attribute_loss(logits, targets, torch.zeros_like(known), balance=True).item() == 0.0

@@ -55,7 +55,7 @@ def quickstart(
     base_ids: int = typer.Option(2000, "--base-ids", min=1, help="Clean identities of the base model's corpus (stage 1)."),
     base_steps: int = typer.Option(BASE_STEPS, "--base-steps", min=1, help="Optimiser steps of the base model (stage 1)."),
     overrides: List[str] = typer.Option(
-        [], "--set", help="Override a value of the quickstart recipe (stage 2; model.* keys and the short-query options method.phrase_weight, phrase_attributes, attribute_weight apply to stage 1 too; repeatable)."
+        [], "--set", help="Override a value of the quickstart recipe (stage 2; model.* keys and the short-query options method.phrase_weight, phrase_attributes, attribute_weight, attribute_balance apply to stage 1 too; repeatable)."
     ),
 ) -> None:
     """The offline end-to-end demo: synth data, a base CLIP, GA-DMS on noisy captions, evaluation, search."""
@@ -84,7 +84,7 @@ def quickstart(
     # quickstart recipe's phrase alignment and attribute head (docs/method.md), --set included.
     method = recipe.method
     short_query_options = [f"method.phrase_weight={method.phrase_weight}", f"method.phrase_attributes={method.phrase_attributes}",
-                           f"method.attribute_weight={method.attribute_weight}"]
+                           f"method.attribute_weight={method.attribute_weight}", f"method.attribute_balance={method.attribute_balance}"]
 
     console.rule("[bold]1/4  SketchPedes: a clean base corpus and the experiment's data with 30% noisy captions")
     size = dict(height=192, width=64)

@@ -57,6 +57,9 @@ class MethodRecipe:
     # Attribute head (docs/method.md): + attribute_weight * BCE of a linear head on the image
     # embedding against the gender, hair length and item types the caption states. 0: off.
     attribute_weight: Annotated[float, Field(ge=0)] = 0.0
+    # false: the mean BCE over the known entries; true: each attribute's present and absent entries
+    # weigh half each (rare items such as bags are not drowned by the many "absent" entries).
+    attribute_balance: bool = False
 
     @property
     def query_attributes(self) -> int:

@@ -183,7 +183,7 @@ class RetrievalObjective(nn.Module):
             out["phrase"] = phrase.detach()
         if self.method.attribute_weight > 0:
             targets, known = head_targets(batch["caption_keys"])
-            attribute = attribute_loss(self.model.attribute_logits(image_emb), targets, known)
+            attribute = attribute_loss(self.model.attribute_logits(image_emb), targets, known, balance=self.method.attribute_balance)
             loss = loss + self.method.attribute_weight * attribute
             out["attribute"] = attribute.detach()
         if self.method.id_loss:

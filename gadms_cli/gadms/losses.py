@@ -282,7 +282,8 @@ def attribute_loss(logits: Tensor, targets: Tensor, known: Tensor, balance: bool
         targets: ``[B, A]`` bool, the attributes the captions state.
         known: ``[B, A]`` bool, which entries the captions decide (see
             :func:`gadms_cli.data.attribute_phrases.head_targets`).
-        balance: weigh present and absent entries equally per attribute (see above).
+        balance: weigh present and absent entries equally per attribute (see above); under data
+            parallel the counts are those of the global batch.
     Returns:
         The loss (nats; 0, attached to ``logits``, when no entry is known).
     """
@@ -293,11 +294,19 @@ def attribute_loss(logits: Tensor, targets: Tensor, known: Tensor, balance: bool
         return (per_entry * weights).sum() / weights.sum().clamp(min=1.0)
     present = (known & targets).to(logits.dtype)
     absent = (known & ~targets).to(logits.dtype)
-    n_present, n_absent = present.sum(0), absent.sum(0)  # [A]
+    counts = torch.stack([present.sum(0), absent.sum(0)])  # [2, A]
+    world = 1
+    if distributed():
+        # The counts of the GLOBAL batch: each process's loss is then its share of the global
+        # balanced loss (times the world size, which DDP's gradient averaging divides out).
+        counts = counts.detach().clone()
+        dist.all_reduce(counts)
+        world = dist.get_world_size()
+    n_present, n_absent = counts
     sides = (n_present > 0).to(logits.dtype) + (n_absent > 0).to(logits.dtype)  # 0, 1 or 2 per attribute
     per_attribute = ((per_entry * present).sum(0) / n_present.clamp(min=1.0)
                      + (per_entry * absent).sum(0) / n_absent.clamp(min=1.0)) / sides.clamp(min=1.0)
-    return per_attribute.sum() / (sides > 0).sum().clamp(min=1).to(logits.dtype)
+    return world * per_attribute.sum() / (sides > 0).sum().clamp(min=1).to(logits.dtype)
 
 
 def id_loss(logits_img: Tensor, logits_txt: Tensor, pids: Tensor) -> Tensor:

@@ -294,12 +294,11 @@ def attribute_loss(logits: Tensor, targets: Tensor, known: Tensor, balance: bool
         return (per_entry * weights).sum() / weights.sum().clamp(min=1.0)
     present = (known & targets).to(logits.dtype)
     absent = (known & ~targets).to(logits.dtype)
-    counts = torch.stack([present.sum(0), absent.sum(0)])  # [2, A]
+    counts = torch.stack([present.sum(0), absent.sum(0)])  # [2, A], from bools: no gradient
     world = 1
     if distributed():
         # The counts of the GLOBAL batch: each process's loss is then its share of the global
         # balanced loss (times the world size, which DDP's gradient averaging divides out).
-        counts = counts.detach().clone()
         dist.all_reduce(counts)
         world = dist.get_world_size()
     n_present, n_absent = counts

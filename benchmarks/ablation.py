@@ -198,9 +198,25 @@ QUICK = Profile(
 # --- data ------------------------------------------------------------------------------
 
 
+def split_sizes(args: argparse.Namespace, profile: Profile) -> SynthConfig:
+    """The experiment's SketchPedes options: the profile's, with ``--noise``, ``--val-ids`` and ``--test-ids``."""
+    return replace(
+        profile.synth, noise=args.noise,
+        val_ids=args.val_ids if args.val_ids is not None else profile.synth.val_ids,
+        test_ids=args.test_ids if args.test_ids is not None else profile.synth.test_ids,
+    )
+
+
+def split_suffix(config: SynthConfig, profile: Profile) -> str:
+    """``-valV-testT`` for split sizes other than the profile's (folder and result names), else empty."""
+    if (config.val_ids, config.test_ids) == (profile.synth.val_ids, profile.synth.test_ids):
+        return ""
+    return f"-val{config.val_ids}-test{config.test_ids}"
+
+
 def prepare_data(args: argparse.Namespace, profile: Profile) -> tuple[Path, dict]:
     """The SketchPedes folder to use and its manifest (``sketchpedes.json``); generated if needed."""
-    config = replace(profile.synth, noise=args.noise)
+    config = split_sizes(args, profile)
     if args.data is not None:
         root = Path(args.data)
         manifest_path = root / "sketchpedes.json"
@@ -212,7 +228,7 @@ def prepare_data(args: argparse.Namespace, profile: Profile) -> tuple[Path, dict
             print(f"note: --data {root} has caption noise {noise}, not {args.noise}; the results record it", flush=True)
         return root, manifest
     folder = profile.data_folder if args.noise == NOISE else f"{profile.data_folder.split('-noise')[0]}-noise{args.noise}"
-    return generate_once(Path(args.out) / folder, config)
+    return generate_once(Path(args.out) / (folder + split_suffix(config, profile)), config)
 
 
 def generate_once(root: Path, config: SynthConfig) -> tuple[Path, dict]:
@@ -470,14 +486,16 @@ def machine() -> dict:
     return info
 
 
-def write_results(results_dir: Path, command: str, settings: dict, rows: list[dict], records: list[dict], quick: bool) -> Path:
-    """``ablation-sketchpedes[-ARCH][-noiseN][-stepsS](-quick).md`` and ``.json`` in ``results_dir``, each written
-    atomically (``-ARCH`` when the architecture is not ``gadms-small``, the first tables' ; ``-stepsS`` when the
-    steps differ from the quickstart recipe's)."""
+def write_results(results_dir: Path, command: str, settings: dict, rows: list[dict], records: list[dict], quick: bool,
+                  splits: str = "") -> Path:
+    """``ablation-sketchpedes[-ARCH][-noiseN][-valV-testT][-stepsS](-quick).md`` and ``.json`` in ``results_dir``,
+    each written atomically (``-ARCH`` when the architecture is not ``gadms-small``, the first tables' ; ``splits``
+    (``-valV-testT``) when the split sizes are not the profile's; ``-stepsS`` when the steps differ from the
+    quickstart recipe's)."""
     noise = settings["data"]["noise"] if settings.get("data") else NOISE
     steps = "" if settings.get("default_steps", True) else f"-steps{settings['steps']}"
     arch = "" if quick or settings.get("arch", FIRST_TABLES_ARCH) == FIRST_TABLES_ARCH else f"-{settings['arch']}"
-    stem = RESULT_STEM + arch + ("" if noise == NOISE else f"-noise{noise}") + steps + ("-quick" if quick else "")
+    stem = RESULT_STEM + arch + ("" if noise == NOISE else f"-noise{noise}") + splits + steps + ("-quick" if quick else "")
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     info = machine()
     public_rows = [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
@@ -540,6 +558,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--evals", type=int, default=6, help="validations per run with --steps (model selection on val)")
     parser.add_argument("--data", type=Path, default=None, help="an existing SketchPedes folder (default: generate one under --out)")
     parser.add_argument("--noise", type=float, default=NOISE, help=f"fraction of corrupted train captions (default {NOISE})")
+    parser.add_argument("--val-ids", type=int, default=None, help="validation identities (default 50; --quick: 6)")
+    parser.add_argument("--test-ids", type=int, default=None, help="test identities (default 100; --quick: 8; CUHK-PEDES tests on 1000)")
     parser.add_argument("--base", default="auto", help="start model: auto (make the SketchPedes base CLIP once), none (random weights) or a model folder")
     parser.add_argument("--out", type=Path, default=None, help="work folder: data, runs, cache (default runs/ablation-sketchpedes[-quick])")
     parser.add_argument("--results", type=Path, default=None, help="where the .md/.json go (default docs/results; --quick: --out)")
@@ -555,6 +575,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--minutes must be > 0")
     if args.evals < 1:
         parser.error("--evals must be >= 1")
+    for flag, value in (("--val-ids", args.val_ids), ("--test-ids", args.test_ids)):
+        if value is not None and value < 1:
+            parser.error(f"{flag} must be >= 1")
     return args
 
 
@@ -623,7 +646,8 @@ def main(argv: list[str] | None = None) -> None:
         "data_dir": str(data_dir), "data": manifest.get("config"), "overrides": common, "settings_key": key,
         "start": "random weights" if base is None else f"the base model `{base}` (`--base {args.base}`)",
     }
-    written = write_results(results_dir, command, settings, rows, records, args.quick)
+    splits = "" if args.data is not None else split_suffix(split_sizes(args, profile), profile)
+    written = write_results(results_dir, command, settings, rows, records, args.quick, splits)
     print(f"\nresults: {written} and {written.with_suffix('.json')}")
 
 

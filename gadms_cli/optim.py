@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Callable, Literal
 
 import torch
 from pydantic import Field, with_config
@@ -101,12 +101,21 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, start_factor: floa
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, optim: OptimRecipe, total_steps: int, steps_per_epoch: int
+    optimizer: torch.optim.Optimizer, optim: OptimRecipe, total_steps: int, steps_per_epoch: int,
+    time_share: Callable[[], float] | None = None,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step warm-up + cosine schedule; ``optim.warmup_epochs`` is converted to steps."""
+    """Per-step warm-up + cosine schedule; ``optim.warmup_epochs`` is converted to steps.
+
+    ``time_share`` (``train.time_schedule``): a function giving the share of the time budget used
+    so far (0..1); the schedule is then at step ``max(step, time_share() * total_steps)``, so a slow
+    machine goes through the same warm-up and cosine in fewer steps and ends at ``min_lr``.
+    """
     warmup_steps = min(total_steps, int(round(optim.warmup_epochs * steps_per_epoch)))
     min_ratio = optim.min_lr / optim.lr
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: lr_factor(step, total_steps, warmup_steps, optim.warmup_start_factor, min_ratio),
-    )
+
+    def factor(step: int) -> float:
+        if time_share is not None:
+            step = max(step, int(time_share() * total_steps))
+        return lr_factor(step, total_steps, warmup_steps, optim.warmup_start_factor, min_ratio)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -47,6 +47,9 @@ class TrainRecipe:
     grad_accumulation: Annotated[int, Field(ge=1)] = 1
     max_steps: Annotated[int, Field(ge=1, description="or null: all epochs")] | None = None  # stop early (optimiser steps)
     max_minutes: Annotated[float, Field(gt=0, description="or null: no time limit")] | None = None  # stop after this much training time
+    # With max_minutes: the warm-up and cosine advance by the share of steps or of time used, whichever
+    # is larger, so that the learning rate has decayed when time runs out (not cut off mid-cosine).
+    time_schedule: bool = False
     mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
     seed: int = 0
     eval_every: Annotated[int, Field(ge=0, description="0: each epoch")] = 0  # optimiser steps
@@ -345,6 +348,8 @@ def validate(recipe: Recipe, source: str = "recipe") -> None:
         resolve_score_layers(recipe.method.score_layers, 12)
     except ValueError as error:
         raise GadmsError(f"{source}: 'method.score_layers': {error} (e.g. 8, 0.67 or all)") from None
+    if recipe.train.time_schedule and recipe.train.max_minutes is None:
+        raise GadmsError(f"{source}: 'train.time_schedule' fits the schedule into 'train.max_minutes', which is null; set train.max_minutes")
     dropout = recipe.data.augment.caption_dropout
     if dropout > 0 and recipe.method.score_timing == "cached":
         raise GadmsError(

@@ -147,7 +147,12 @@ class Trainer:
         optimizer = build_optimizer(model, recipe.optim)
         # The scheduler is stepped by hand once per optimiser step (not prepared: Accelerate
         # would step it once per process) and saved in our trainer state.
-        self.scheduler = build_scheduler(optimizer, recipe.optim, self.total_steps, self.data.steps_per_epoch)
+        self.schedule_seconds = 0.0  # training time the schedule has seen (train.time_schedule), set each step
+        time_share = None
+        if recipe.train.time_schedule and recipe.train.max_minutes is not None:
+            budget = recipe.train.max_minutes * 60
+            time_share = lambda: min(1.0, self.schedule_seconds / budget)  # noqa: E731
+        self.scheduler = build_scheduler(optimizer, recipe.optim, self.total_steps, self.data.steps_per_epoch, time_share)
         self.objective, self.optimizer = accelerator.prepare(objective, optimizer)
         self.state = TrainerState()
         self.validated_at: int | None = None
@@ -316,6 +321,12 @@ class Trainer:
             if norm is not None and not torch.isfinite(torch.as_tensor(norm)):
                 self._stop("the gradient norm", float(norm))
         self.optimizer.step()
+        if self.recipe.train.time_schedule:
+            # every process must set the same learning rate: the main process's clock decides
+            seconds = [time.monotonic() - self.run_started]
+            if acc.num_processes > 1:
+                broadcast_object_list(seconds)
+            self.schedule_seconds = seconds[0]
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return sums
@@ -327,6 +338,7 @@ class Trainer:
         recipe, state, data = self.recipe, self.state, self.data
         accum, train_cfg = recipe.train.grad_accumulation, recipe.train
         started = time.monotonic() - state.train_seconds
+        self.run_started = started
         stopped, last_metrics = "finished", None
         window_start, window_samples = time.monotonic(), 0
         batches = data.batches(state.epoch, state.batch_in_epoch)

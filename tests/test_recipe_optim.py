@@ -147,3 +147,21 @@ def test_scheduler_steps_follow_lr_factor():
     assert seen == pytest.approx(expected)
     assert seen[0] == pytest.approx(1e-4) and seen[4] == pytest.approx(1e-3)
     assert math.isclose(seen[12], 1e-3 * 0.5 * (1 + math.cos(math.pi * 8 / 16)), rel_tol=1e-9)
+
+
+def test_time_schedule_follows_the_larger_of_step_and_time_share():
+    model = _Toy()
+    optim = OptimRecipe(lr=1e-3, warmup_epochs=0, min_lr=1e-5, new_module_lr_mult=1, bias_lr_mult=1)
+    opt = build_optimizer(model, optim)
+    share = {"value": 0.0}
+    sched = build_scheduler(opt, optim, total_steps=100, steps_per_epoch=10, time_share=lambda: share["value"])
+    seen = []
+    for value in (0.0, 0.0, 0.5, 0.5, 0.6, 1.0):  # the share of the time budget used before each step
+        share["value"] = value
+        opt.step()
+        sched.step()
+        seen.append(opt.param_groups[0]["lr"])
+    cosine = lambda p: 1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + math.cos(math.pi * p))  # noqa: E731
+    # steps 1 and 2: time lags, the step count leads; then half the time = step 50 of 100, 60% = step 60;
+    # all the time used: the cosine's end, min_lr.
+    assert seen == pytest.approx([cosine(0.01), cosine(0.02), cosine(0.5), cosine(0.5), cosine(0.6), 1e-5])

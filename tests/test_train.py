@@ -4,6 +4,7 @@ Runs real open_clip tiny models on a small SketchPedes set, through the real
 Accelerate (two processes launched by `accelerate launch` for the distributed test).
 """
 
+import json
 import math
 import os
 import subprocess
@@ -193,3 +194,24 @@ def test_cached_score_table_is_identical_on_both_processes(sketchpedes, tmp_path
     assert int(updated.sum()) >= 12
     for key in (k for k in rank0 if k.startswith("param.")):
         assert torch.equal(rank0[key], rank1[key]), key
+
+
+def test_time_schedule_decays_the_lr_by_the_time_limit(sketchpedes, tmp_path):
+    # A 0.15 s budget for 50 steps: the step count alone would leave the lr near its peak when time
+    # runs out; with train.time_schedule the cosine follows the clock and has (nearly) ended.
+    overrides = tiny(sketchpedes, tmp_path, "train.max_steps=50", "train.checkpoint_every=0", "method.name=clip",
+                     "optim.warmup_epochs=0", "train.max_minutes=0.0025", "train.time_schedule=true")
+    recipe = load_recipe(QUICKSTART, overrides)
+    result = train(recipe, run_dir=tmp_path / "run")
+    assert result.stopped_because == "time limit" and result.state.step < 50
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    last_lr = [line["lr"] for line in lines if line["split"] == "train"][-1]
+    peak = recipe.optim.lr
+    by_steps = peak * (0.5 * (1 + math.cos(math.pi * result.state.step / 50)))
+    assert by_steps > 0.9 * peak  # what the step count alone would give
+    assert last_lr < 0.3 * peak
+
+
+def test_time_schedule_without_a_time_limit_is_a_one_line_error(sketchpedes, tmp_path):
+    with pytest.raises(GadmsError, match="'train.time_schedule'.*set train.max_minutes"):
+        load_recipe(QUICKSTART, tiny(sketchpedes, tmp_path, "train.time_schedule=true"))

@@ -30,12 +30,11 @@ def seconds_per_step(data: Path, overrides: list[str], steps: int, skip: int) ->
     """Train ``steps`` steps of the quickstart's stage 1 on ``data``; seconds per step after ``skip``."""
     from accelerate.state import AcceleratorState
 
+    from gadms_cli.commands.quickstart import short_query_overrides
     from gadms_cli.recipe import load_recipe
     from gadms_cli.train import train
 
-    quickstart = load_recipe("quickstart").method
-    short_query = [f"method.phrase_weight={quickstart.phrase_weight}", f"method.phrase_attributes={quickstart.phrase_attributes}",
-                   f"method.attribute_weight={quickstart.attribute_weight}", f"method.attribute_balance={quickstart.attribute_balance}"]
+    short_query = short_query_overrides(load_recipe("quickstart").method)
     with tempfile.TemporaryDirectory() as out:
         recipe = load_recipe("sketchpedes-base", [
             f"data.path={data}", f"train.output_dir={out}", f"train.max_steps={steps}", "train.eval_every=0",

@@ -147,11 +147,13 @@ class Trainer:
         optimizer = build_optimizer(model, recipe.optim)
         # The scheduler is stepped by hand once per optimiser step (not prepared: Accelerate
         # would step it once per process) and saved in our trainer state.
-        self.schedule_seconds = 0.0  # training time the schedule has seen (train.time_schedule), set each step
+        # Training seconds on the main process's clock, set after each optimiser step when
+        # train.max_minutes is set: the time limit and train.time_schedule both read it.
+        self.clock_seconds = 0.0
         time_share = None
-        if recipe.train.time_schedule and recipe.train.max_minutes is not None:
+        if recipe.train.time_schedule:  # validate() ensures max_minutes is set
             budget = recipe.train.max_minutes * 60
-            time_share = lambda: min(1.0, self.schedule_seconds / budget)  # noqa: E731
+            time_share = lambda: min(1.0, self.clock_seconds / budget)  # noqa: E731
         self.scheduler = build_scheduler(optimizer, recipe.optim, self.total_steps, self.data.steps_per_epoch, time_share)
         self.objective, self.optimizer = accelerator.prepare(objective, optimizer)
         self.state = TrainerState()
@@ -321,12 +323,12 @@ class Trainer:
             if norm is not None and not torch.isfinite(torch.as_tensor(norm)):
                 self._stop("the gradient norm", float(norm))
         self.optimizer.step()
-        if self.recipe.train.time_schedule:
-            # every process must set the same learning rate: the main process's clock decides
+        if self.recipe.train.max_minutes is not None:
+            # one clock for all processes, so they stop at the same step and set the same lr
             seconds = [time.monotonic() - self.run_started]
             if acc.num_processes > 1:
                 broadcast_object_list(seconds)
-            self.schedule_seconds = seconds[0]
+            self.clock_seconds = seconds[0]
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return sums
@@ -377,13 +379,9 @@ class Trainer:
                     last_metrics = self.validate() or last_metrics
                 if train_cfg.checkpoint_every and state.step % train_cfg.checkpoint_every == 0:
                     self.save_state()
-                if train_cfg.max_minutes is not None:
-                    flag = [state.train_seconds > train_cfg.max_minutes * 60]
-                    if self.accelerator.num_processes > 1:
-                        broadcast_object_list(flag)
-                    if flag[0]:
-                        stopped = "time limit"
-                        break
+                if train_cfg.max_minutes is not None and self.clock_seconds > train_cfg.max_minutes * 60:
+                    stopped = "time limit"
+                    break
         if stopped == "finished" and state.step < train_cfg.epochs * data.steps_per_epoch:
             stopped = "max_steps"
         if stopped != "stop_after":

@@ -15,11 +15,14 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import List
+from typing import TYPE_CHECKING, List
 
 import typer
 
 from gadms_cli.commands.common import cli_command, console
+
+if TYPE_CHECKING:
+    from gadms_cli.gadms.method_config import MethodRecipe
 
 QUERY = "a woman wearing a red coat"
 # The test split is drawn so that QUERY has answers (checkable in attributes.jsonl).
@@ -36,6 +39,12 @@ STAGE2_STEPS = 60  # stage 2, GA-DMS steps of 32 (about 1 min)
 TRAIN_MINUTES = 5.0
 STAGE1_SHARE = 0.8
 STAGE2_LR = 1e-4  # from a trained start; the recipe's 5e-4 is for random weights
+
+
+def short_query_overrides(method: MethodRecipe) -> list[str]:
+    """The short-query options of a quickstart ``MethodRecipe`` as overrides, for stage 1 (the base)."""
+    return [f"method.phrase_weight={method.phrase_weight}", f"method.phrase_attributes={method.phrase_attributes}",
+            f"method.attribute_weight={method.attribute_weight}", f"method.attribute_balance={method.attribute_balance}"]
 
 
 def _selected(run_dir: Path) -> Path:
@@ -91,9 +100,7 @@ def quickstart(
     ])
     # Short queries ("a woman with long hair") are trained in BOTH stages: the base takes the
     # quickstart recipe's phrase alignment and attribute head (docs/method.md), --set included.
-    method = recipe.method
-    short_query_options = [f"method.phrase_weight={method.phrase_weight}", f"method.phrase_attributes={method.phrase_attributes}",
-                           f"method.attribute_weight={method.attribute_weight}", f"method.attribute_balance={method.attribute_balance}"]
+    short_query_options = short_query_overrides(recipe.method)
 
     console.rule("[bold]1/4  SketchPedes: a clean base corpus and the experiment's data with 30% noisy captions")
     size = dict(height=192, width=64)

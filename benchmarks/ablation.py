@@ -142,6 +142,15 @@ ARMS: dict[str, Arm] = {
         (*_GADMS, "method.score_layers=2", "method.score_relu=true", "method.score_normalize=batch",
          "method.token_score=ga", "method.mtp=true", "method.score_timing=online"),
     ),
+    # Bounds, not methods: the truth as the score (0 on the words SketchPedes wrote wrong, 1 elsewhere).
+    "oracle": Arm(
+        "oracle score (the corrupted words) + align, paper's masking (alpha 0.2: p 0.18 per wrong word)",
+        (*_GADMS, "method.token_score=oracle", "method.mtp=false", "method.score_timing=online"),
+    ),
+    "oracle_alpha1": Arm(
+        "oracle score + align, alpha 1.0 (p 0.88 per wrong word)",
+        (*_GADMS, "method.token_score=oracle", "method.mtp=false", "method.score_timing=online", "method.noise_alpha=1.0"),
+    ),
     "mtp_only": Arm(
         "align + MTP on GA-informative-masked captions, no noise masking",
         ("method.name=gadms", "method.noise_masking=false", *_PAPER, "method.token_score=ga", "method.mtp=true",

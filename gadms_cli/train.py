@@ -95,6 +95,9 @@ def build_train_data(recipe: Recipe, accelerator: Accelerator, tokenize, image_s
         from gadms_cli.data.benchmark_training import benchmark_train_data
 
         return benchmark_train_data(recipe, accelerator, tokenize, transform, image_size)
+    if recipe.method.token_score == "oracle":
+        raise GadmsError("method.token_score 'oracle' reads SketchPedes' record of its corrupted words; "
+                         "it needs data.kind: benchmark on a 'gadms synth' folder (use ga, similarity or random here)")
     from gadms_cli.data.webperson_training import webperson_train_data
 
     return webperson_train_data(recipe, accelerator, tokenize, transform, image_size)

@@ -16,6 +16,23 @@ from gadms_cli.data.train_data import TrainData
 from gadms_cli.errors import GadmsError
 
 
+def oracle_noise_tokens(bench, split: str, samples, tokenizer) -> list[torch.Tensor]:
+    """One bool [context_length] per sample: its written-wrong tokens, from SketchPedes' own records."""
+    from gadms_cli.data.synth.noise_labels import load_caption_edits, noise_token_mask
+
+    edits = load_caption_edits(bench.root, split)
+    masks = []
+    for sample in samples:
+        key = (sample.image_path.relative_to(bench.image_dir).as_posix(), sample.caption)
+        if key not in edits:
+            raise GadmsError(
+                f"{bench.root / 'attributes.jsonl'}: no record of caption {sample.caption[:40]!r}... of {key[0]}; "
+                "method.token_score 'oracle' needs the folder exactly as 'gadms synth' wrote it"
+            )
+        masks.append(noise_token_mask(tokenizer, sample.caption, edits[key], tokenizer.context_length)[0])
+    return masks
+
+
 def benchmark_train_data(recipe, accelerator, tokenize: Callable, transform: Callable, image_size):
     """Build :class:`gadms_cli.data.train_data.TrainData` for ``data.kind: benchmark``.
 
@@ -64,8 +81,14 @@ def benchmark_train_data(recipe, accelerator, tokenize: Callable, transform: Cal
         neighbours=neighbours,
         group_size=group,
     )
+    noise_tokens = None
+    if recipe.method.token_score == "oracle":
+        if recipe.data.augment.caption_dropout > 0:
+            raise GadmsError("method.token_score 'oracle' marks word positions of the written captions; "
+                             "set data.augment.caption_dropout=0 (dropout moves them)")
+        noise_tokens = oracle_noise_tokens(bench, recipe.data.train_split, samples, tokenize)
     dataset = CaptionedImageDataset(samples, transform, tokenize, seed=recipe.train.seed, caption_dropout=recipe.data.augment.caption_dropout,
-                                   query_attributes=recipe.method.query_attributes)
+                                   query_attributes=recipe.method.query_attributes, noise_tokens=noise_tokens)
     workers = recipe.data.num_workers
 
     def batches(epoch: int, start_batch: int):

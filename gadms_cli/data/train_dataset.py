@@ -12,6 +12,9 @@ attribute query written from the caption (data/attribute_phrases.py):
     query_keys    bool [K], the attribute keys the query asserts
     caption_keys  bool [K], the attribute keys the caption states
 
+and, with ``noise_tokens`` given (``method.token_score: oracle``, SketchPedes only):
+    noise_tokens  bool [T], True at the caption's written-wrong tokens (data/synth/noise_labels.py)
+
 An image that cannot be read yields ``None``; :func:`collate_train` replaces it
 by another item of the same batch and counts it, so one corrupt file never stops
 an epoch and every process keeps the same batch size (which the data-parallel
@@ -57,6 +60,7 @@ class CaptionedImageDataset(Dataset):
         seed: int = 0,
         caption_dropout: float = 0.0,
         query_attributes: int = 0,
+        noise_tokens: Sequence[torch.Tensor] | None = None,
     ) -> None:
         self.samples = samples
         self.transform = transform
@@ -64,6 +68,7 @@ class CaptionedImageDataset(Dataset):
         self.seed = seed
         self.caption_dropout = caption_dropout  # per-phrase drop probability (data/caption_dropout.py)
         self.query_attributes = query_attributes  # 0: no attribute query; else at most this many attributes
+        self.noise_tokens = noise_tokens  # one bool [T] per sample, or None
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -94,6 +99,8 @@ class CaptionedImageDataset(Dataset):
             "pid": torch.tensor(sample.pid, dtype=torch.long),
             "caption": torch.tensor(index, dtype=torch.long),
         }
+        if self.noise_tokens is not None:
+            item["noise_tokens"] = self.noise_tokens[index]
         if self.query_attributes > 0:
             rng = random.Random(f"attribute-query:{self.seed}:{self.epoch}:{index}")
             item.update(attribute_query(caption, self.query_attributes, rng, self.tokenize))

@@ -25,7 +25,9 @@ class MethodRecipe:
     name: Literal["gadms", "irra", "clip"] = "gadms"
     alignment: Literal["sdm", "itc"] = "sdm"
     logit_scale: Annotated[float, Field(gt=0)] = 50.0
-    token_score: Literal["ga", "similarity", "random"] = "ga"
+    # oracle (SketchPedes only, a bound, not a method): 0 on the words the data generator wrote
+    # wrong, 1 elsewhere (data/synth/noise_labels.py)
+    token_score: Literal["ga", "similarity", "random", "oracle"] = "ga"
     score_timing: Literal["online", "cached"] = "online"
     score_layers: int | float | Literal["all"] = 8  # last L text layers: a count, a fraction of the depth, or "all"
     score_normalize: Literal["batch", "sample", "rank"] = "batch"  # paper: batch min-max

@@ -80,9 +80,17 @@ class RetrievalObjective(nn.Module):
             return itc_loss(image_emb, text_emb, self.method.logit_scale, gather=gather)
         return sdm_loss(image_emb, text_emb, pids, self.method.logit_scale, gather=gather)
 
-    def token_scores(self, image_emb: Tensor, tokens: Tensor) -> Tensor:
-        """Detached scores [B, T] in [0, 1] of the clean captions, by ``method.token_score``."""
+    def token_scores(self, image_emb: Tensor, tokens: Tensor, noise_tokens: Tensor | None = None) -> Tensor:
+        """Detached scores [B, T] in [0, 1] of the clean captions, by ``method.token_score``.
+
+        ``oracle`` needs ``noise_tokens`` (bool [B, >=T], the batch's written-wrong tokens): score 0
+        there and 1 on every other content token.
+        """
         kind = self.method.token_score
+        if kind == "oracle":
+            if noise_tokens is None:
+                raise ValueError("method.token_score 'oracle' needs batch['noise_tokens'] (SketchPedes training data)")
+            return (~noise_tokens[:, : tokens.shape[1]]).float() * masking.maskable_positions(tokens)
         if kind == "ga" and self.method.score_variant == "public":
             return public_ga_token_scores(self.model, image_emb.detach(), tokens, self.method.score_layers)
         if kind == "ga":
@@ -137,7 +145,10 @@ class RetrievalObjective(nn.Module):
 
         else:  # gadms
             fresh = None
-            if self.table is not None:
+            if self.method.token_score == "oracle":
+                # The truth does not go stale: no table, whatever method.score_timing says.
+                scores = self.token_scores(image_emb, tokens, batch.get("noise_tokens"))
+            elif self.table is not None:
                 stored = self.table.lookup(batch["caption"])[:, : tokens.shape[1]]
                 scores = stored * masking.maskable_positions(tokens)
                 if self.training:

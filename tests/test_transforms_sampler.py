@@ -117,7 +117,6 @@ def test_bad_arguments_are_rejected():
 def test_resize_is_bilinear_like_irra_and_bicubic_on_request():
     """Against PIL's own resize filters (what torchvision calls on a PIL image)."""
     import numpy as np
-    from PIL import Image
 
     from gadms_cli.data.transforms import CLIP_MEAN, CLIP_STD, eval_transform
 
@@ -132,7 +131,6 @@ def test_resize_is_bilinear_like_irra_and_bicubic_on_request():
 
 def test_random_erasing_fills_with_the_mean_numbers_like_irra_or_zero():
     import torch
-    from PIL import Image
 
     from gadms_cli.data.transforms import CLIP_MEAN, AugmentConfig, train_transform
 
@@ -146,3 +144,25 @@ def test_random_erasing_fills_with_the_mean_numbers_like_irra_or_zero():
         assert erased.any()
         for channel in range(3):
             assert torch.allclose(out[channel][erased], torch.tensor(expected[channel]), atol=1e-6), fill
+
+
+def test_an_items_augmentation_is_seeded_by_seed_epoch_and_index_and_leaves_the_global_rng_alone(tmp_path):
+
+    from gadms_cli.data.records import TrainSample
+    from gadms_cli.data.train_dataset import CaptionedImageDataset
+    from gadms_cli.model.tokenizer import Tokenizer
+
+    pixels = (torch.arange(3 * 16 * 8, dtype=torch.uint8).reshape(16, 8, 3) * 7).numpy()
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    samples = [TrainSample(0, 0, i, tmp_path / "a.png", "a man") for i in range(3)]
+    transform = train_transform((16, 8), AugmentConfig(flip=True, pad_crop=2, random_erasing=0.5))
+    dataset = CaptionedImageDataset(samples, transform, Tokenizer(8), seed=3)
+    dataset.set_epoch(2)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    item = dataset[1]
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed((3 * 1_000_003 + 2) * 10_000_019 + 1)  # the documented per-item seed
+    with Image.open(tmp_path / "a.png") as image:
+        expected = transform(image.convert("RGB"))
+    assert torch.equal(item["image"], expected)

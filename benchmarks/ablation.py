@@ -390,7 +390,8 @@ def run_one(arm: str, seed: int, common: list[str], runs_dir: Path, data_dir: Pa
     from gadms_cli.recipe import load_recipe
     from gadms_cli.train import train
 
-    run_dir = runs_dir / f"{arm}-seed{seed}"
+    # one folder per data set: runs of the same arm on other data (another noise level) are kept
+    run_dir = runs_dir / data_dir.name / f"{arm}-seed{seed}"
     if run_dir.exists():  # an unfinished earlier attempt (finished ones are in the cache)
         shutil.rmtree(run_dir)
     recipe = load_recipe(
@@ -407,6 +408,7 @@ def run_one(arm: str, seed: int, common: list[str], runs_dir: Path, data_dir: Pa
     device = "cpu" if cpu or not torch.cuda.is_available() else "cuda"
     model = load_checkpoint(selected, device=device).eval()
     test = evaluate_benchmark(model, data_dir, "test", name="sketchpedes")
+    last = last_model_test(run_dir, data_dir, device)
     # The full-state checkpoints (model + optimiser) only serve `--resume`; this script
     # resumes per finished run through its cache, so they are dropped to save disk.
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
@@ -414,7 +416,8 @@ def run_one(arm: str, seed: int, common: list[str], runs_dir: Path, data_dir: Pa
     return {
         "arm": arm,
         "seed": seed,
-        "test": {key: test[key] for key in ("R1", "R5", "R10", "mAP", "mINP", "queries", "gallery")},
+        "test": {key: test[key] for key in TEST_KEYS},
+        "test_last": last,
         "val_best_R1": state.best_metric,
         "val_best_step": state.best_step,
         "selected": selected.name,
@@ -425,6 +428,27 @@ def run_one(arm: str, seed: int, common: list[str], runs_dir: Path, data_dir: Pa
         "wall_seconds": round(wall, 2),
         "run_dir": str(run_dir),
     }
+
+
+TEST_KEYS = ("R1", "R5", "R10", "mAP", "mINP", "queries", "gallery")
+
+
+def last_model_test(run_dir: Path, data_dir: Path, device: str) -> dict | None:
+    """TEST metrics of the run's final model (``last/``, the same step count for every arm): a figure
+    that no validation noise can move, beside the val-selected one. None when ``last/`` is missing
+    or was trained on other data than ``data_dir``."""
+    from gadms_cli.evaluate import evaluate_benchmark
+    from gadms_cli.model.checkpoint import load_checkpoint
+    import yaml
+
+    last, recipe_file = run_dir / "last", run_dir / "recipe.yaml"
+    if not (last / "config.json").is_file() or not recipe_file.is_file():
+        return None
+    trained_on = Path(yaml.safe_load(recipe_file.read_text())["data"]["path"])
+    if trained_on.resolve() != data_dir.resolve():
+        return None
+    test = evaluate_benchmark(load_checkpoint(last, device=device).eval(), data_dir, "test", name="sketchpedes")
+    return {key: test[key] for key in TEST_KEYS}
 
 
 # --- summary and result files -----------------------------------------------------------------
@@ -444,10 +468,14 @@ def summarise(records: list[dict], arms: list[str]) -> list[dict]:
     """Per arm: n, mean/std of test R@1 and mAP, mean seconds per run and per step."""
     rows = []
     baseline = [r["test"]["R1"] for r in records if r["arm"] == BASELINE_ARM]
+    baseline_runs = [r for r in records if r["arm"] == BASELINE_ARM]
+    baseline_last = [r["test_last"]["R1"] for r in baseline_runs if r.get("test_last")]
+    baseline_last = baseline_last if len(baseline_last) == len(baseline_runs) else []
     for arm in arms:
         mine = [r for r in records if r["arm"] == arm]
         r1 = [r["test"]["R1"] for r in mine]
         ap = [r["test"]["mAP"] for r in mine]
+        last = [r["test_last"]["R1"] for r in mine if r.get("test_last")]
         r1_mean, r1_std = mean_std(r1)
         ap_mean, ap_std = mean_std(ap)
         rows.append({
@@ -459,11 +487,15 @@ def summarise(records: list[dict], arms: list[str]) -> list[dict]:
             "mAP_mean": round(ap_mean, 3),
             "mAP_std": None if ap_std is None else round(ap_std, 3),
             "R1_minus_clip": round(r1_mean - statistics.fmean(baseline), 3) if baseline and arm != BASELINE_ARM else None,
+            "R1_last_mean": round(statistics.fmean(last), 3) if len(last) == len(mine) else None,
+            "R1_last_minus_clip": (round(statistics.fmean(last) - statistics.fmean(baseline_last), 3)
+                                   if len(last) == len(mine) and baseline_last and arm != BASELINE_ARM else None),
             "steps_mean": statistics.fmean(r["steps"] for r in mine),
             "train_seconds_mean": round(statistics.fmean(r["train_seconds"] for r in mine), 1),
             "seconds_per_step_mean": round(statistics.fmean(r["seconds_per_step"] for r in mine), 4),
             "_r1": r1,
             "_ap": ap,
+            "_last": last if len(last) == len(mine) else None,
         })
     return rows
 
@@ -471,14 +503,16 @@ def summarise(records: list[dict], arms: list[str]) -> list[dict]:
 def table_lines(rows: list[dict]) -> list[str]:
     """The summary as a markdown table."""
     lines = [
-        "| arm | method | seeds | test R@1 | test mAP | R@1 vs clip | steps | s / run | s / step |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| arm | method | seeds | test R@1 | test mAP | R@1 vs clip | test R@1, last model | last vs clip | steps | s / run | s / step |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         delta = "" if row["R1_minus_clip"] is None else f"{row['R1_minus_clip']:+.2f}"
+        last = "-" if row.get("_last") is None else pm(row["_last"])
+        last_delta = "" if row.get("R1_last_minus_clip") is None else f"{row['R1_last_minus_clip']:+.2f}"
         lines.append(
             f"| {row['arm']} | {row['label']} | {len(row['seeds'])} | {pm(row['_r1'])} | {pm(row['_ap'])} | {delta} "
-            f"| {row['steps_mean']:.0f} | {row['train_seconds_mean']:.0f} | {row['seconds_per_step_mean']:.3f} |"
+            f"| {last} | {last_delta} | {row['steps_mean']:.0f} | {row['train_seconds_mean']:.0f} | {row['seconds_per_step_mean']:.3f} |"
         )
     return lines
 
@@ -530,7 +564,8 @@ def write_results(results_dir: Path, command: str, settings: dict, rows: list[di
         f"({settings['samples_per_id']} per identity), lr {settings['lr']}, alignment loss {settings['alignment'].upper()} "
         f"at logit scale {settings['logit_scale']}, "
         f"{budget} per run, seeds {', '.join(map(str, settings['seeds']))}; the model is selected on the val split "
-        "(best val R@1) and evaluated once on the test split. Mean ± sample standard deviation over seeds; "
+        "(best val R@1) and evaluated once on the test split; 'last model' is the final model of every run "
+        "(the same step count for every arm, no selection). Mean ± sample standard deviation over seeds; "
         "'s / run' is the training loop's time (periodic validation included), 's / step' that time per optimiser step.",
         "",
         f"Shared recipe overrides: `{' '.join(settings['overrides'])}`",
@@ -539,15 +574,16 @@ def write_results(results_dir: Path, command: str, settings: dict, rows: list[di
         "",
         "Per run (test split):",
         "",
-        "| arm | seed | R@1 | R@5 | R@10 | mAP | best val R@1 (step) | steps | train s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| arm | seed | R@1 | R@5 | R@10 | mAP | best val R@1 (step) | last model R@1 | mAP | steps | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
-        t = r["test"]
+        t, last = r["test"], r.get("test_last")
         val = "-" if r["val_best_R1"] is None else f"{r['val_best_R1']:.2f} ({r['val_best_step']})"
+        last_cells = "- | -" if not last else f"{last['R1']:.2f} | {last['mAP']:.2f}"
         lines.append(
             f"| {r['arm']} | {r['seed']} | {t['R1']:.2f} | {t['R5']:.2f} | {t['R10']:.2f} | {t['mAP']:.2f} "
-            f"| {val} | {r['steps']} | {r['train_seconds']:.0f} |"
+            f"| {val} | {last_cells} | {r['steps']} | {r['train_seconds']:.0f} |"
         )
     with atomic_write(results_dir / f"{stem}.md") as handle:
         handle.write("\n".join(lines) + "\n")
@@ -621,6 +657,16 @@ def main(argv: list[str] | None = None) -> None:
         for index, (arm, seed) in enumerate(((a, s) for s in seeds for a in arms), start=1):
             entry = f"{settings_key([*common, *ARMS[arm].overrides], manifest)}:{arm}:{seed}"
             record = cache["entries"].get(entry)
+            if record is not None and "test_last" not in record:  # cached before the last model was measured
+                device = "cpu" if args.cpu or not torch.cuda.is_available() else "cuda"
+                last = last_model_test(Path(record["run_dir"]), data_dir, device)
+                if last is None:  # its run folder is gone or holds a later run on other data: train again
+                    record = None
+                else:
+                    record["test_last"] = last
+                    cache = read_cache(cache_path)
+                    cache["entries"][entry] = record
+                    write_json(cache_path, cache)
             if record is None:
                 print(f"[{index}/{total}] {arm} seed {seed}: training ({ARMS[arm].label})", flush=True)
                 record = run_one(arm, seed, common, args.out / "runs", data_dir, args.cpu)
@@ -635,7 +681,8 @@ def main(argv: list[str] | None = None) -> None:
             print(
                 f"[{index}/{total}] {arm} seed {seed} ({status}): {record['steps']} steps in {record['train_seconds']:.0f} s "
                 f"({record['seconds_per_step']:.3f} s/step); test R@1 {t['R1']:.2f} mAP {t['mAP']:.2f} "
-                f"(model from step {record['val_best_step']}, val R@1 {record['val_best_R1'] or 0:.2f})",
+                f"(model from step {record['val_best_step']}, val R@1 {record['val_best_R1'] or 0:.2f})"
+                + (f"; last model test R@1 {record['test_last']['R1']:.2f}" if record.get("test_last") else ""),
                 flush=True,
             )
             records.append(record)

@@ -13,6 +13,7 @@ the median s/step of each setting and its ratio to the first one.
 from __future__ import annotations
 
 import argparse
+import re
 import json
 import statistics
 import sys
@@ -62,7 +63,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not (args.sketchpedes / "reid_raw.json").is_file():
         sys.exit(f"error: --sketchpedes {args.sketchpedes}: no reid_raw.json; pass a folder written by 'gadms synth'")
-    settings = [[item for item in setting.split(",") if item] for setting in args.setting]
+    # commas inside [...] belong to a list value (model.image_size=[144,48])
+    settings = [[item for item in re.split(r",(?![^\[]*\])", setting) if item] for setting in args.setting]
     figures: list[list[float]] = [[] for _ in settings]
     try:
         for repeat in range(args.repeats):

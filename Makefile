@@ -5,24 +5,32 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.gadms-installed
+TEST_STAMP := $(VENV)/.gadms-test-installed
 
-.PHONY: install demo test test-fast bench docs clean
+.PHONY: install install-test demo test test-fast bench docs clean
 
+# The demo needs the package only; the test extras (pytest, Playwright's driver) come with `make test`.
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e .
 	touch $(STAMP)
+
+install-test: $(TEST_STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(TEST_STAMP)
 
 demo: install
 	$(BIN)/gadms quickstart
 
-test: install
+test: install-test
 	$(BIN)/python -m pytest -q
 
-test-fast: install
+test-fast: install-test
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # CPU benchmarks that print figures (the ablation and the GPU script are run on their own).

@@ -12,14 +12,18 @@ the median s/step of each setting and its ratio to the first one.
 
 from __future__ import annotations
 
-import argparse
-import re
-import json
-import statistics
-import sys
-import tempfile
-import time
-from pathlib import Path
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI: see cli.py
+
+import argparse  # noqa: E402
+import re  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

@@ -405,7 +405,7 @@ def run_one(arm: str, seed: int, common: list[str], runs_dir: Path, data_dir: Pa
         AcceleratorState._reset_state(True)
     wall = time.monotonic() - started
     selected = run_dir / "best" if (run_dir / "best").is_dir() else run_dir / "last"
-    device = "cpu" if cpu or not torch.cuda.is_available() else "cuda"
+    device = eval_device(cpu)
     model = load_checkpoint(selected, device=device).eval()
     test = evaluate_benchmark(model, data_dir, "test", name="sketchpedes")
     last = last_model_test(run_dir, data_dir, device)
@@ -431,6 +431,10 @@ def run_one(arm: str, seed: int, common: list[str], runs_dir: Path, data_dir: Pa
 
 
 TEST_KEYS = ("R1", "R5", "R10", "mAP", "mINP", "queries", "gallery")
+
+
+def eval_device(cpu: bool) -> str:
+    return "cpu" if cpu or not torch.cuda.is_available() else "cuda"
 
 
 def last_model_test(run_dir: Path, data_dir: Path, device: str) -> dict | None:
@@ -467,8 +471,8 @@ def pm(values: list[float]) -> str:
 def summarise(records: list[dict], arms: list[str]) -> list[dict]:
     """Per arm: n, mean/std of test R@1 and mAP, mean seconds per run and per step."""
     rows = []
-    baseline = [r["test"]["R1"] for r in records if r["arm"] == BASELINE_ARM]
     baseline_runs = [r for r in records if r["arm"] == BASELINE_ARM]
+    baseline = [r["test"]["R1"] for r in baseline_runs]
     baseline_last = [r["test_last"]["R1"] for r in baseline_runs if r.get("test_last")]
     baseline_last = baseline_last if len(baseline_last) == len(baseline_runs) else []
     for arm in arms:
@@ -658,8 +662,7 @@ def main(argv: list[str] | None = None) -> None:
             entry = f"{settings_key([*common, *ARMS[arm].overrides], manifest)}:{arm}:{seed}"
             record = cache["entries"].get(entry)
             if record is not None and "test_last" not in record:  # cached before the last model was measured
-                device = "cpu" if args.cpu or not torch.cuda.is_available() else "cuda"
-                last = last_model_test(Path(record["run_dir"]), data_dir, device)
+                last = last_model_test(Path(record["run_dir"]), data_dir, eval_device(args.cpu))
                 if last is None:  # its run folder is gone or holds a later run on other data: train again
                     record = None
                 else:

@@ -43,13 +43,13 @@ def test_a_word_written_twice_cannot_be_located_and_is_counted():
 
 
 def test_every_corrupted_caption_of_a_synth_folder_is_paired_with_its_edits(training_sketchpedes):
-    edits = load_caption_edits(training_sketchpedes)
+    bench = load_benchmark(training_sketchpedes)
+    edits = load_caption_edits(bench)
     records = [json.loads(line) for line in (training_sketchpedes / "attributes.jsonl").read_text().splitlines()]
     train_captions = [c for r in records if r["split"] == "train" for c in r["captions"]]
     assert len(edits) == len(train_captions)  # every train caption of the folder has an entry
     assert sum(1 for e in edits.values() if e) == sum(1 for c in train_captions if c["corrupted"])
 
-    bench = load_benchmark(training_sketchpedes)
     samples = bench.train_samples("train")
     masks = oracle_noise_tokens(bench, "train", samples, TOKENIZER)
     checked = 0

@@ -20,7 +20,7 @@ def oracle_noise_tokens(bench, split: str, samples, tokenizer) -> list[torch.Ten
     """One bool [context_length] per sample: its written-wrong tokens, from SketchPedes' own records."""
     from gadms_cli.data.synth.noise_labels import load_caption_edits, noise_token_mask
 
-    edits = load_caption_edits(bench.root, split)
+    edits = load_caption_edits(bench, split)
     masks = []
     for sample in samples:
         key = (sample.image_path.relative_to(bench.image_dir).as_posix(), sample.caption)

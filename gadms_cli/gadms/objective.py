@@ -59,7 +59,7 @@ class RetrievalObjective(nn.Module):
         self.model = model
         self.method = method
         self.table: ScoreTable | None = None
-        if method.name == "gadms" and method.score_timing == "cached":
+        if method.name == "gadms" and method.score_timing == "cached" and method.token_score != "oracle":
             self.table = ScoreTable(num_captions, model.config.context_length, method.initial_score)
         if self._uses_mtp and model.mtp is None:
             raise ValueError("the method needs an MTP decoder but the model has none")

@@ -14,8 +14,6 @@ noise masking can win with a perfect score.
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 import torch
 
 from gadms_cli.data.synth.noise_words import LOCATABLE_KINDS, noise_positions
@@ -25,21 +23,20 @@ from gadms_cli.model.tokenizer import Tokenizer
 CaptionKey = tuple[str, str]  # (image path relative to imgs/, caption text as written)
 
 
-def load_caption_edits(root: Path, split: str = "train") -> dict[CaptionKey, list[dict]]:
-    """``{(file_path, written caption): edits}`` for every caption of ``split`` in a SketchPedes folder.
+def load_caption_edits(bench, split: str = "train") -> dict[CaptionKey, list[dict]]:
+    """``{(file_path, written caption): edits}`` for every caption of ``split`` of a SketchPedes
+    :class:`~gadms_cli.data.benchmarks.Benchmark` (its captions as read from ``reid_raw.json``).
 
-    Clean captions map to ``[]``. Raises :class:`GadmsError` naming the file when ``root`` is not a
-    SketchPedes folder (no ``attributes.jsonl`` or ``reid_raw.json``) or the two disagree.
+    Clean captions map to ``[]``. Raises :class:`GadmsError` naming the file when the folder has no
+    ``attributes.jsonl`` (not written by ``gadms synth``) or it disagrees with the annotations.
     """
-    attributes_file, annotations_file = root / "attributes.jsonl", root / "reid_raw.json"
-    for path in (attributes_file, annotations_file):
-        if not path.is_file():
-            raise GadmsError(
-                f"{path}: not found; method.token_score 'oracle' needs a SketchPedes folder written by 'gadms synth' "
-                "(it reads which caption words were corrupted); use another token_score for other data"
-            )
-    written = {record["file_path"]: record["captions"]
-               for record in json.loads(annotations_file.read_text()) if record.get("split") == split}
+    attributes_file = bench.root / "attributes.jsonl"
+    if not attributes_file.is_file():
+        raise GadmsError(
+            f"{attributes_file}: not found; method.token_score 'oracle' needs a SketchPedes folder written by 'gadms synth' "
+            "(it reads which caption words were corrupted); use another token_score for other data"
+        )
+    written = {image.relative_path: image.captions for image in bench.images(split)}
     edits: dict[CaptionKey, list[dict]] = {}
     with attributes_file.open() as handle:
         for line_number, line in enumerate(handle, 1):
@@ -49,7 +46,7 @@ def load_caption_edits(root: Path, split: str = "train") -> dict[CaptionKey, lis
             captions = written.get(record["file_path"])
             if captions is None or len(captions) != len(record["captions"]):
                 raise GadmsError(
-                    f"{attributes_file}:{line_number}: image {record['file_path']} does not match {annotations_file}; "
+                    f"{attributes_file}:{line_number}: image {record['file_path']} does not match {bench.annotation_file}; "
                     "regenerate the folder with 'gadms synth'"
                 )
             for text, caption in zip(captions, record["captions"]):

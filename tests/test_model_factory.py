@@ -153,3 +153,13 @@ def test_recipe_fields_and_overrides():
     assert override.config.decoder_heads == 4 and override.config.image_size == (96, 32)
     model.add_classifier(11)
     assert model.config.num_ids == 11 and model.identity_logits(torch.zeros(2, 64)).shape == (2, 11)
+
+
+def test_architecture_name_as_first_argument():
+    # A name in the recipe's place is the architecture (timm's create_model(name)), not a
+    # recipe without fields: gadms-tiny is width 64 with 2 vision layers (its JSON file).
+    model = create_person_clip("gadms-tiny")
+    assert model.clip.visual.transformer.width == 64
+    assert len(model.clip.visual.transformer.resblocks) == 2
+    with pytest.raises(GadmsError):
+        create_person_clip("no-such-architecture")

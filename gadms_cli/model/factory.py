@@ -260,6 +260,8 @@ def create_person_clip(
 ) -> PersonCLIP:
     """Build the model a run asks for (float32, on ``device``, train mode).
 
+    ``model_recipe`` may also be an architecture name or JSON config path: the same as ``arch=``.
+
     ``model_recipe`` is a :class:`gadms_cli.recipe.ModelRecipe` (arch,
     pretrained, image_size, context_length, decoder_layers, decoder_heads);
     keyword arguments override its fields. Without a recipe the defaults are
@@ -269,6 +271,10 @@ def create_person_clip(
     says where the weights came from. ``source_image_size`` (height, width): the size an
     IRRA-family ``.pth`` was trained at, needed when its patch grid does not tell.
     """
+    if isinstance(model_recipe, (str, os.PathLike)):
+        # create_person_clip("gadms-tiny"), as timm's create_model(name): the name is the arch.
+        # (Read as a recipe it has no fields, and every default, ViT-B-16 included, would apply.)
+        arch, model_recipe = arch or str(model_recipe), None
     arch = arch or getattr(model_recipe, "arch", None) or "ViT-B-16"
     if pretrained is _UNSET:
         pretrained = getattr(model_recipe, "pretrained", None)

@@ -434,6 +434,7 @@ TEST_KEYS = ("R1", "R5", "R10", "mAP", "mINP", "queries", "gallery")
 
 
 def eval_device(cpu: bool) -> str:
+    """Where trained models are evaluated: the GPU when there is one, unless --cpu."""
     return "cpu" if cpu or not torch.cuda.is_available() else "cuda"
 
 

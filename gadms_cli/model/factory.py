@@ -260,10 +260,9 @@ def create_person_clip(
 ) -> PersonCLIP:
     """Build the model a run asks for (float32, on ``device``, train mode).
 
-    ``model_recipe`` may also be an architecture name or JSON config path: the same as ``arch=``.
-
     ``model_recipe`` is a :class:`gadms_cli.recipe.ModelRecipe` (arch,
-    pretrained, image_size, context_length, decoder_layers, decoder_heads);
+    pretrained, image_size, context_length, decoder_layers, decoder_heads), or an
+    architecture name or JSON config path (the same as ``arch=``);
     keyword arguments override its fields. Without a recipe the defaults are
     ``arch="ViT-B-16"``, ``pretrained=None``, the architecture's own image size
     and context, 4 decoder layers. ``with_mtp`` adds the MTP decoder and

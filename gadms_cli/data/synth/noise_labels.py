@@ -14,16 +14,21 @@ noise masking can win with a perfect score.
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
+
 import torch
 
 from gadms_cli.data.synth.noise_words import LOCATABLE_KINDS, noise_positions
 from gadms_cli.errors import GadmsError
 from gadms_cli.model.tokenizer import Tokenizer
 
+if TYPE_CHECKING:
+    from gadms_cli.data.benchmarks import Benchmark
+
 CaptionKey = tuple[str, str]  # (image path relative to imgs/, caption text as written)
 
 
-def load_caption_edits(bench, split: str = "train") -> dict[CaptionKey, list[dict]]:
+def load_caption_edits(bench: Benchmark, split: str = "train") -> dict[CaptionKey, list[dict]]:
     """``{(file_path, written caption): edits}`` for every caption of ``split`` of a SketchPedes
     :class:`~gadms_cli.data.benchmarks.Benchmark` (its captions as read from ``reid_raw.json``).
 

@@ -31,14 +31,14 @@ TEST_IDS = 100  # chance R@1 is about 1 / TEST_IDS
 BASE_SEED = 1  # the base corpus draws other identities than the experiment's (seed 0)
 BASE_STEPS = 900  # stage 1, contrastive steps of 32 (about 4.7 min on 2 cores at 0.31 s per step)
 STAGE2_STEPS = 60  # stage 2, GA-DMS steps of 32 (about 1 min)
-# Training time of both stages, minutes: `make demo` (install about 1.7 min, synth, evaluation and
+# Training time of both stages, minutes: `make demo` (install about 0.5 min with uv, synth, evaluation and
 # search about 0.5 min) stays within 8 minutes on a 2-core machine whatever its speed. Stage 1 gets
 # STAGE1_SHARE of it; each stage's warm-up and cosine fit its share (train.time_schedule), and a
 # stage stops at its step count if that comes first. On 2026-12-03 the same 2-core machine ran 0.31
 # to 0.48 s per stage-1 step, so a fixed step count could not promise the time. Base steps buy more
 # than GA-DMS steps at this size (900 + 60 beat 800 + 100 in the same time, caption-realism-4), so
 # the base gets 7/8: about 40 GA-DMS steps.
-TRAIN_MINUTES = 5.4
+TRAIN_MINUTES = 6.4
 STAGE1_SHARE = 0.875
 STAGE2_LR = 1e-4  # from a trained start; the recipe's 5e-4 is for random weights
 

@@ -33,6 +33,8 @@ PIP_TO_UV: dict[str, tuple[str, bool]] = {
     "find-links": ("--find-links", True),
     "constraint": ("--constraint", True),
 }
+# pip settings read besides those: cert, pip's CA bundle, which uv takes as SSL_CERT_FILE.
+OTHER_PIP_SETTINGS = ("cert",)
 # Sections of pip's config files that `pip install` reads, later ones overriding earlier ones.
 INSTALL_SECTIONS = ("global", "install")
 
@@ -59,7 +61,7 @@ def parse_pip_config_list(text: str) -> dict[str, str]:
 def pip_settings(environ: Mapping[str, str], config: Mapping[str, str]) -> dict[str, str]:
     """The value pip would use for each setting uv needs: PIP_<NAME> overrides the config file."""
     settings = {}
-    for name in PIP_TO_UV:
+    for name in (*PIP_TO_UV, *OTHER_PIP_SETTINGS):
         env_name = "PIP_" + name.upper().replace("-", "_")
         value = environ.get(env_name, config.get(name))
         if value:
@@ -109,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     if use_uv and ensure_uv(sys.executable):
         settings = pip_settings(os.environ, read_pip_config(sys.executable))
         env = dict(os.environ)
-        if "PIP_CERT" in env:  # pip's CA bundle, for uv too
-            env.setdefault("SSL_CERT_FILE", env["PIP_CERT"])
+        if "cert" in settings:
+            env.setdefault("SSL_CERT_FILE", settings["cert"])
         command = [sys.executable, "-m", "uv", "pip", "install", "--quiet", "--python", args.python,
                    *uv_flags(settings), *pip_args]
         if subprocess.run(command, env=env).returncode == 0:

@@ -104,6 +104,7 @@ _ALL = ("method.score_layers=all",)
 _PAPER = (*_ALL, "method.score_relu=true", "method.score_normalize=batch")
 _SIGNED_RANK = (*_ALL, "method.score_relu=false", "method.score_normalize=rank")
 _SIGNED_SAMPLE = (*_ALL, "method.score_relu=false", "method.score_normalize=sample")
+_SIGNED_CENTERED = (*_ALL, "method.score_relu=false", "method.score_normalize=centered")
 ARMS: dict[str, Arm] = {
     "clip": Arm("clip: align only", ("method.name=clip",)),
     "random": Arm(
@@ -136,6 +137,14 @@ ARMS: dict[str, Arm] = {
     "ga_sample_mtp": Arm(
         "GA score, signed + per-caption min-max + align + MTP (online)",
         (*_GADMS, *_SIGNED_SAMPLE, "method.token_score=ga", "method.mtp=true", "method.score_timing=online"),
+    ),
+    "ga_centered_mtp_cached": Arm(
+        "GA score, signed + per-caption centered (0 stays at 0.5) + align + MTP (cached)",
+        (*_GADMS, *_SIGNED_CENTERED, "method.token_score=ga", "method.mtp=true", "method.score_timing=cached"),
+    ),
+    "ga_centered_mtp": Arm(
+        "GA score, signed + per-caption centered (0 stays at 0.5) + align + MTP (online)",
+        (*_GADMS, *_SIGNED_CENTERED, "method.token_score=ga", "method.mtp=true", "method.score_timing=online"),
     ),
     "ga_layers2_mtp": Arm(
         "GA score (paper) over the last 2 of 3 layers + align + MTP (online)",

@@ -19,8 +19,9 @@ below a correct attribute token of its caption, ties counted half; 0.5 is chance
 - the plain similarity score and the exact leave-one-out attribution (the ceiling:
   ``gadms_cli/gadms/attribution.py``);
 - per masking calibration (ReLU on/off x ``batch`` / ``sample`` / ``rank`` normalisation,
-  over ``--layers``): the mean noise-masking probability of noise tokens, of the correct
-  attribute tokens, their ratio, and the expected noise-masked tokens per caption.
+  and the signed score ``centered``, over ``--layers``; leave-one-out through ``sample`` and
+  ``centered`` as the ceiling): the mean noise-masking probability of noise tokens, of the
+  correct attribute tokens, their ratio, and the expected noise-masked tokens per caption.
 
 Captions are scored in random batches of ``--batch`` pairs drawn from the whole train split
 (clean or not), as training scores them (``batch`` normalisation depends on the batch).
@@ -62,7 +63,7 @@ from gadms_cli.gadms.masking import noise_mask_probability  # noqa: E402
 from gadms_cli.model.checkpoint import load_checkpoint  # noqa: E402
 from gadms_cli.model.tokenizer import Tokenizer  # noqa: E402
 
-CALIBRATIONS = [(relu, norm) for relu in (True, False) for norm in ("batch", "sample", "rank")]
+CALIBRATIONS = [*((relu, norm) for relu in (True, False) for norm in ("batch", "sample", "rank")), (False, "centered")]
 
 
 def load_pairs(root: Path, tokenizer: Tokenizer) -> list[dict]:
@@ -135,7 +136,8 @@ def score_batch(model, tally: Tally, chunk: list[dict], tokenizer, transform, la
         tally.rank(f"GA last {k} of {depth}, ReLU", torch.relu(total), chunk)
     tally.rank(f"GA as the public code computes it (last {layers} layers)", public_ga_token_scores(model, feats, tokens, layers), chunk)
     tally.rank("similarity score", similarity_token_scores(model, feats, tokens, "sample"), chunk)
-    tally.rank("leave-one-out (ceiling)", leave_one_out_scores(model, feats, tokens), chunk)
+    loo = leave_one_out_scores(model, feats, tokens)
+    tally.rank("leave-one-out (ceiling)", loo, chunk)
     chosen = sum(products[depth - layers :]) * content
     for relu, norm in CALIBRATIONS:
         scores = normalize_scores(torch.relu(chosen) if relu else chosen, content.bool(), norm)
@@ -143,6 +145,8 @@ def score_batch(model, tally: Tally, chunk: list[dict], tokenizer, transform, la
         tally.mask(f"{'ReLU' if relu else 'signed'}, {norm}", prob, chunk)
     public = public_ga_token_scores(model, feats, tokens, layers)
     tally.mask("public code's score", noise_mask_probability(public) * content, chunk)
+    for norm in ("sample", "centered"):  # the ceiling: the exact attribution through the same masking
+        tally.mask(f"leave-one-out, {norm}", noise_mask_probability(normalize_scores(loo, content.bool(), norm)) * content, chunk)
 
 
 def summarise(tally: Tally) -> dict:

@@ -348,6 +348,11 @@ def validate(recipe: Recipe, source: str = "recipe") -> None:
         resolve_score_layers(recipe.method.score_layers, 12)
     except ValueError as error:
         raise GadmsError(f"{source}: 'method.score_layers': {error} (e.g. 8, 0.67 or all)") from None
+    if recipe.method.score_normalize == "centered" and recipe.method.score_relu:
+        raise GadmsError(
+            f"{source}: 'method.score_normalize: centered' keeps the score's sign around 0.5, but "
+            "'method.score_relu: true' drops the sign; set method.score_relu: false"
+        )
     if recipe.train.time_schedule and recipe.train.max_minutes is None:
         raise GadmsError(f"{source}: 'train.time_schedule' fits the schedule into 'train.max_minutes', which is null; set train.max_minutes")
     dropout = recipe.data.augment.caption_dropout

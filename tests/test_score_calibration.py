@@ -9,6 +9,7 @@ from gadms_cli.data.synth.noise_words import find_all, lower_probability, noise_
 from gadms_cli.errors import GadmsError
 from gadms_cli.gadms.attribution import leave_one_out_scores
 from gadms_cli.gadms.ga_score import (
+    centered_normalize,
     ga_score_terms,
     ga_token_scores,
     minmax_normalize,
@@ -43,7 +44,7 @@ def test_recipe_score_layers_errors_name_the_key():
     assert load_recipe("quickstart", ["method.score_layers=all"]).method.score_layers == "all"
     with pytest.raises(GadmsError, match=r"'method.score_layers'.*>= 1"):
         load_recipe("quickstart", ["method.score_layers=-3"])
-    with pytest.raises(GadmsError, match=r"'method.score_normalize' must be 'batch' \| 'sample' \| 'rank'"):
+    with pytest.raises(GadmsError, match=r"'method.score_normalize' must be 'batch' \| 'sample' \| 'rank' \| 'centered'"):
         load_recipe("quickstart", ["method.score_normalize=zscore"])
 
 
@@ -54,6 +55,23 @@ def test_rank_normalize_by_hand():
     # row 0 content values 3, 1, 1, 5 -> ranks 2, 0.5, 0.5, 3 over n - 1 = 3; row 1 has one token -> 0.5
     expected = torch.tensor([[0, 2 / 3, 0.5 / 3, 0.5 / 3, 1.0, 0], [0, 0.5, 0, 0, 0, 0]])
     assert torch.allclose(out, expected)
+
+
+def test_centered_normalize_by_hand():
+    scores = torch.tensor([[9.0, -2.0, 1.0, 4.0, 0.0, 7.0], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [0.0, 3.0, 1.5, 0.0, 0.0, 0.0]])
+    mask = torch.tensor([[False, True, True, True, True, False], [False, True, True, False, False, False],
+                         [False, True, True, False, False, False]])
+    out = centered_normalize(scores, mask)
+    # row 0: content -2, 1, 4, 0, max |s| = 4 -> 0.5 + 0.5 * s / 4 = 0.25, 0.625, 1.0, 0.5 (0 stays at 0.5)
+    # row 1: all zero -> 0.5 on the content tokens; row 2: 3, 1.5 -> 1.0, 0.75 (no word goes to 0)
+    expected = torch.tensor([[0, 0.25, 0.625, 1.0, 0.5, 0], [0, 0.5, 0.5, 0, 0, 0], [0, 1.0, 0.75, 0, 0, 0]])
+    assert torch.allclose(out, expected)
+
+
+def test_recipe_centered_needs_the_signed_score():
+    assert load_recipe("quickstart", ["method.score_normalize=centered", "method.score_relu=false"]).method.score_normalize == "centered"
+    with pytest.raises(GadmsError, match=r"'method.score_normalize: centered'.*set method.score_relu: false"):
+        load_recipe("quickstart", ["method.score_normalize=centered", "method.score_relu=true"])
 
 
 def test_signed_score_keeps_the_sign_that_relu_drops(model):

@@ -31,7 +31,12 @@ Calibrations (recipe switches; the paper's score is ``relu=True, normalize="batc
 - ``normalize="rank"``: per caption, each content token's rank among the
   caption's content tokens, scaled to [0, 1] (ties share their mean rank; a
   caption with one content token scores 0.5), so the masking schedule sees the
-  same spread of scores in every caption, whatever the raw scale.
+  same spread of scores in every caption, whatever the raw scale;
+- ``normalize="centered"`` (with ``relu=False``): per caption, ``0.5 + 0.5 s / max|s|``
+  over the caption's content tokens, so a neutral word (raw 0) stays at 0.5, the word
+  that argues most against the image goes to 0 and the one most for it to 1. Min-max
+  moves the zero point to the caption's minimum, so a caption with no wrong word still
+  has a word at 0 that the masking formula treats as noise; this keeps the sign's meaning.
 
 Scores are detached (no gradient flows into them). Image features may be
 passed precomputed ([B, E]) so the image tower need not run twice.
@@ -55,7 +60,7 @@ from torch import nn
 
 from gadms_cli.model.text_taps import AttentionTap, run_text_tower
 
-Normalize = Literal["batch", "sample", "rank"]
+Normalize = Literal["batch", "sample", "rank", "centered"]
 ScoreLayers = int | float | str  # a count >= 1, a fraction in (0, 1), or "all"
 MSP_WINDOWS = (1, 2)
 _EPS = 1e-12
@@ -137,11 +142,25 @@ def rank_normalize(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(valid, out, torch.zeros_like(out))
 
 
+def centered_normalize(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per row, ``0.5 + 0.5 * s / max|s|`` over the row's masked entries: [0, 1] with raw 0 at 0.5.
+
+    A row whose masked entries are all 0 gives 0.5 everywhere in the mask; entries outside
+    ``mask`` get 0. ``scores``, ``mask``: [B, T]."""
+    valid = mask.bool()
+    peak = torch.where(valid, scores.abs(), torch.zeros_like(scores)).amax(dim=1, keepdim=True)  # [B, 1]
+    scaled = torch.where(peak > _EPS, scores / torch.where(peak > _EPS, peak, torch.ones_like(peak)), torch.zeros_like(scores))
+    return torch.where(valid, 0.5 + 0.5 * scaled, torch.zeros_like(scores))
+
+
 def normalize_scores(scores: torch.Tensor, mask: torch.Tensor, normalize: Normalize = "batch") -> torch.Tensor:
     """Map raw token scores [B, T] to [0, 1] over the entries of ``mask``: ``batch``/``sample``
-    min-max (:func:`minmax_normalize`) or per-caption ``rank`` (:func:`rank_normalize`)."""
+    min-max (:func:`minmax_normalize`), per-caption ``rank`` (:func:`rank_normalize`) or
+    per-caption ``centered`` scaling that keeps 0 at 0.5 (:func:`centered_normalize`)."""
     if normalize == "rank":
         return rank_normalize(scores, mask)
+    if normalize == "centered":
+        return centered_normalize(scores, mask)
     return minmax_normalize(scores, mask, normalize)
 
 
@@ -246,7 +265,7 @@ def ga_token_scores(
     """GA score per token: FloatTensor [B, T] in [0, 1], 0 on BOS, EOS and padding, detached.
 
     ``relu=True, normalize="batch"`` is the paper's score; see the module docstring for the
-    calibrations ``relu=False`` and ``normalize="sample"`` / ``"rank"``."""
+    calibrations ``relu=False`` and ``normalize="sample"`` / ``"rank"`` / ``"centered"``."""
     terms = ga_score_terms(model, images_or_features, tokens, num_layers)
     raw = terms.raw if relu else terms.signed
     return normalize_scores(raw, content_mask(tokens), normalize).detach()

@@ -30,7 +30,7 @@ class MethodRecipe:
     token_score: Literal["ga", "similarity", "random", "oracle"] = "ga"
     score_timing: Literal["online", "cached"] = "online"
     score_layers: int | float | Literal["all"] = 8  # last L text layers: a count, a fraction of the depth, or "all"
-    score_normalize: Literal["batch", "sample", "rank"] = "batch"  # paper: batch min-max
+    score_normalize: Literal["batch", "sample", "rank", "centered"] = "batch"  # paper: batch min-max
     score_relu: bool = True  # paper: ReLU on the layer sum; false keeps the sign (calibration)
     score_variant: Literal["spec", "public"] = "spec"  # public: the public GA-DMS code's score (ga_score_public.py)
     initial_score: Probability = 0.85

@@ -138,10 +138,6 @@ ARMS: dict[str, Arm] = {
         "GA score, signed + per-caption min-max + align + MTP (online)",
         (*_GADMS, *_SIGNED_SAMPLE, "method.token_score=ga", "method.mtp=true", "method.score_timing=online"),
     ),
-    "ga_centered_mtp_cached": Arm(
-        "GA score, signed + per-caption centered (0 stays at 0.5) + align + MTP (cached)",
-        (*_GADMS, *_SIGNED_CENTERED, "method.token_score=ga", "method.mtp=true", "method.score_timing=cached"),
-    ),
     "ga_centered_mtp": Arm(
         "GA score, signed + per-caption centered (0 stays at 0.5) + align + MTP (online)",
         (*_GADMS, *_SIGNED_CENTERED, "method.token_score=ga", "method.mtp=true", "method.score_timing=online"),

@@ -149,7 +149,7 @@ def centered_normalize(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
     ``mask`` get 0. ``scores``, ``mask``: [B, T]."""
     valid = mask.bool()
     peak = torch.where(valid, scores.abs(), torch.zeros_like(scores)).amax(dim=1, keepdim=True)  # [B, 1]
-    scaled = torch.where(peak > _EPS, scores / torch.where(peak > _EPS, peak, torch.ones_like(peak)), torch.zeros_like(scores))
+    scaled = torch.where(peak > _EPS, scores / peak.clamp_min(_EPS), torch.zeros_like(scores))
     return torch.where(valid, 0.5 + 0.5 * scaled, torch.zeros_like(scores))
 
 

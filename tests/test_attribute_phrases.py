@@ -161,6 +161,21 @@ def test_head_targets_mask_what_a_caption_does_not_decide():
     assert len(ap.HEAD_KEYS) == 2 + 3 + len(ap.ITEM_NOUNS)
 
 
+def test_identity_keys_are_the_union_over_the_identitys_captions():
+    captions = ["a man carrying a backpack", "A man in a grey coat.", "a woman in a red dress", "A woman with long hair."]
+    table = ap.identity_keys(captions, [7, 7, 3, 3])
+    named = [{ap.KEYS[i] for i in row.nonzero().flatten().tolist()} for row in table]
+    # hand-written: what the two captions of each person say together
+    man = {"gender:male", "item:backpack", "item:coat", "item:gray coat"}
+    woman = {"gender:female", "item:dress", "item:red dress", "hair:long"}
+    assert named == [man, man, woman, woman]
+    targets, known = ap.head_targets(torch.stack(table))
+    column = {key: i for i, key in enumerate(ap.HEAD_KEYS)}
+    # the coat caption alone would say "no backpack"; the identity says there is one
+    assert targets[1, column["item:backpack"]] and known[1, column["item:backpack"]]
+    assert not known[0, column["hair:long"]] and known[2, column["hair:long"]] and targets[2, column["hair:long"]]
+
+
 def test_attribute_loss_is_the_mean_bce_over_known_entries():
     from gadms_cli.gadms.losses import attribute_loss
 

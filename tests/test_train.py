@@ -130,6 +130,28 @@ def test_attribute_head_trains_is_saved_and_carried_to_the_next_stage(sketchpede
     assert torch.allclose(second.model.attribute_head.weight.detach().cpu(), saved.attribute_head.weight, atol=1e-6)
 
 
+def test_identity_attribute_targets_reach_the_head(sketchpedes, tmp_path, monkeypatch):
+    from gadms_cli.data import attribute_phrases
+    from gadms_cli.data.benchmarks import load_benchmark
+    from gadms_cli.gadms import objective
+
+    seen = []
+    real = objective.head_targets
+    monkeypatch.setattr(objective, "head_targets", lambda keys: seen.append(keys.clone()) or real(keys))
+    overrides = tiny(sketchpedes, tmp_path, "train.max_steps=1", "train.checkpoint_every=0", "method.attribute_weight=1.0",
+                     "method.attribute_targets=identity", "data.val_split=null")
+    train(load_recipe(QUICKSTART, overrides), run_dir=tmp_path / "run")
+    # every row the head saw is the OR of the keys of some identity's training captions, read from the file
+    samples = load_benchmark(sketchpedes).train_samples("train")
+    union: dict[int, torch.Tensor] = {}
+    for sample in samples:
+        keys = torch.tensor(attribute_phrases.multi_hot(attribute_phrases.caption_keys(attribute_phrases.parse_caption(sample.caption))))
+        union[sample.pid] = union.get(sample.pid, torch.zeros_like(keys)) | keys
+    rows = {tuple(row.tolist()) for row in union.values()}
+    assert len(seen) == 1 and seen[0].shape[0] == 8
+    assert all(tuple(row.tolist()) in rows for row in seen[0])
+
+
 def test_nan_loss_stops_with_the_last_good_checkpoint(sketchpedes, tmp_path):
     recipe = load_recipe(QUICKSTART, tiny(sketchpedes, tmp_path, "train.max_steps=6", "train.checkpoint_every=2", "optim.lr=1e30", "optim.warmup_epochs=0"))
     with pytest.raises(GadmsError) as info:

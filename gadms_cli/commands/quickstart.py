@@ -46,7 +46,8 @@ STAGE2_LR = 1e-4  # from a trained start; the recipe's 5e-4 is for random weight
 def short_query_overrides(method: MethodRecipe) -> list[str]:
     """The short-query options of a quickstart ``MethodRecipe`` as overrides, for stage 1 (the base)."""
     return [f"method.phrase_weight={method.phrase_weight}", f"method.phrase_attributes={method.phrase_attributes}",
-            f"method.attribute_weight={method.attribute_weight}", f"method.attribute_balance={method.attribute_balance}"]
+            f"method.attribute_weight={method.attribute_weight}", f"method.attribute_balance={method.attribute_balance}",
+            f"method.attribute_targets={method.attribute_targets}"]
 
 
 def _selected(run_dir: Path) -> Path:
@@ -74,7 +75,7 @@ def quickstart(
     base_ids: int = typer.Option(2000, "--base-ids", min=1, help="Clean identities of the base model's corpus (stage 1)."),
     base_steps: int = typer.Option(BASE_STEPS, "--base-steps", min=1, help="Optimiser steps of the base model (stage 1)."),
     overrides: List[str] = typer.Option(
-        [], "--set", help="Override a value of the quickstart recipe (stage 2; model.* keys and the short-query options method.phrase_weight, phrase_attributes, attribute_weight, attribute_balance apply to stage 1 too; repeatable)."
+        [], "--set", help="Override a value of the quickstart recipe (stage 2; model.* keys and the short-query options method.phrase_weight, phrase_attributes, attribute_weight, attribute_balance, attribute_targets apply to stage 1 too; repeatable)."
     ),
 ) -> None:
     """The offline end-to-end demo: synth data, a base CLIP, GA-DMS on noisy captions, evaluation, search."""

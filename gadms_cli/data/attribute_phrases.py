@@ -27,7 +27,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -107,7 +107,8 @@ _HEAD_GROUPS = [torch.tensor([k.startswith(prefix) for k in HEAD_KEYS]) for pref
 def head_targets(caption_keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Targets and known-mask of the attribute head, both ``[B, len(HEAD_KEYS)]``, from ``caption_keys`` ``[B, K]`` bool.
 
-    An item the caption does not name counts as absent. The gender and the hair length are
+    ``caption_keys`` may be one caption's keys or an identity's (:func:`identity_keys`, the recipe's
+    ``method.attribute_targets: identity``). An item the keys do not name counts as absent. The gender and the hair length are
     unknown (masked) when the caption names neither value: "a person in a red coat" says
     nothing about either.
     """
@@ -118,6 +119,20 @@ def head_targets(caption_keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
         stated = targets[:, group].any(dim=1, keepdim=True)
         known = known & (~group[None, :] | stated)
     return targets, known
+
+
+def identity_keys(captions: Sequence[str], identities: Sequence[int]) -> list[torch.Tensor]:
+    """For each caption, the union of the keys of every caption of its identity: one ``[len(KEYS)]`` bool each.
+
+    Partial captions name a few attributes each ("a man carrying a backpack", "a man in a grey
+    coat"); read one at a time, the second says the man has no bag. The union over the identity's
+    captions is what the descriptions of that person say together.
+    """
+    union: dict[int, set[str]] = {}
+    for caption, identity in zip(captions, identities):
+        union.setdefault(identity, set()).update(caption_keys(parse_caption(caption)))
+    tables = {identity: torch.tensor(multi_hot(keys), dtype=torch.bool) for identity, keys in union.items()}
+    return [tables[identity] for identity in identities]
 
 
 @dataclass(frozen=True)

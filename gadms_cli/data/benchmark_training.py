@@ -8,6 +8,7 @@ from typing import Callable
 import torch
 from torch.utils.data import DataLoader
 
+from gadms_cli.data.attribute_phrases import identity_keys
 from gadms_cli.data.benchmarks import load_benchmark
 from gadms_cli.data.identity_sampler import IdentityBatchSampler
 from gadms_cli.data.lookalike_identities import caption_neighbours
@@ -87,8 +88,12 @@ def benchmark_train_data(recipe, accelerator, tokenize: Callable, transform: Cal
             raise GadmsError("method.token_score 'oracle' marks word positions of the written captions; "
                              "set data.augment.caption_dropout=0 (dropout moves them)")
         noise_tokens = oracle_noise_tokens(bench, recipe.data.train_split, samples, tokenize)
+    identity_table = None
+    if recipe.method.attribute_weight > 0 and recipe.method.attribute_targets == "identity":
+        identity_table = identity_keys([s.caption for s in samples], [s.pid for s in samples])
     dataset = CaptionedImageDataset(samples, transform, tokenize, seed=recipe.train.seed, caption_dropout=recipe.data.augment.caption_dropout,
-                                   query_attributes=recipe.method.query_attributes, noise_tokens=noise_tokens)
+                                   query_attributes=recipe.method.query_attributes, noise_tokens=noise_tokens,
+                                   identity_keys=identity_table)
     workers = recipe.data.num_workers
 
     def batches(epoch: int, start_batch: int):

@@ -12,6 +12,9 @@ attribute query written from the caption (data/attribute_phrases.py):
     query_keys    bool [K], the attribute keys the query asserts
     caption_keys  bool [K], the attribute keys the caption states
 
+and, with ``identity_keys`` given (``method.attribute_targets: identity``):
+    identity_keys bool [K], the keys every caption of the item's identity states together
+
 and, with ``noise_tokens`` given (``method.token_score: oracle``, SketchPedes only):
     noise_tokens  bool [T], True at the caption's written-wrong tokens (data/synth/noise_labels.py)
 
@@ -61,6 +64,7 @@ class CaptionedImageDataset(Dataset):
         caption_dropout: float = 0.0,
         query_attributes: int = 0,
         noise_tokens: Sequence[torch.Tensor] | None = None,
+        identity_keys: Sequence[torch.Tensor] | None = None,
     ) -> None:
         self.samples = samples
         self.transform = transform
@@ -69,6 +73,7 @@ class CaptionedImageDataset(Dataset):
         self.caption_dropout = caption_dropout  # per-phrase drop probability (data/caption_dropout.py)
         self.query_attributes = query_attributes  # 0: no attribute query; else at most this many attributes
         self.noise_tokens = noise_tokens  # one bool [T] per sample, or None
+        self.identity_keys = identity_keys  # one bool [K] per sample (attribute_phrases.identity_keys), or None
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -106,6 +111,8 @@ class CaptionedImageDataset(Dataset):
         if self.query_attributes > 0:
             rng = random.Random(f"attribute-query:{self.seed}:{self.epoch}:{index}")
             item.update(attribute_query(caption, self.query_attributes, rng, self.tokenize))
+            if self.identity_keys is not None:
+                item["identity_keys"] = self.identity_keys[index]
         return item
 
 

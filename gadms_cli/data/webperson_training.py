@@ -63,7 +63,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from gadms_cli.data.benchmarks import load_benchmark
 from gadms_cli.data.caption_dropout import drop_phrases
-from gadms_cli.data.attribute_phrases import attribute_query
+from gadms_cli.data.attribute_phrases import attribute_query, identity_keys
 from gadms_cli.data.webperson import HubWebPerson, JsonWebPerson, ParquetWebPerson, WebPersonRecord, open_webperson
 from gadms_cli.data.webperson_order import BLOCK_ROWS, read_order, shuffle_buffer, stream_source, take_rows
 from gadms_cli.data.train_data import TrainData
@@ -256,7 +256,9 @@ class WebPersonBatches(IterableDataset):
         pairing: str = "image",
         caption_dropout: float = 0.0,
         query_attributes: int = 0,
+        identity_keys: bool = False,
     ) -> None:
+        self.identity_keys = identity_keys  # also yield identity_keys: the keys of all of a row's captions in the batch
         self.caption_dropout = caption_dropout  # per-phrase drop probability (data/caption_dropout.py)
         self.query_attributes = query_attributes  # > 0: attribute queries for the phrase alignment loss
         self.pairing = pairing  # "image": both captions of a row, one identity; "caption": one caption, its own identity
@@ -362,6 +364,8 @@ class WebPersonBatches(IterableDataset):
             ]
             for key in ("query_tokens", "query_keys", "caption_keys"):
                 batch[key] = torch.stack([query[key] for query in queries])
+            if self.identity_keys:
+                batch["identity_keys"] = torch.stack(identity_keys(captions, pids))
         return batch
 
 
@@ -454,6 +458,7 @@ def webperson_train_data(recipe, accelerator, tokenize: Tokenize, transform: Tra
         source, layout, accelerator.process_index, transform, tokenize, seed=train.seed, pairing=data.caption_pairing,
         caption_dropout=data.augment.caption_dropout,
         query_attributes=recipe.method.query_attributes,
+        identity_keys=recipe.method.attribute_weight > 0 and recipe.method.attribute_targets == "identity",
     )
     return TrainData(
         batches=lambda epoch, start_batch: load_batches(dataset, data.num_workers, epoch, start_batch),

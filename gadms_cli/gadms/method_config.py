@@ -62,6 +62,10 @@ class MethodRecipe:
     # false: the mean BCE over the known entries; true: each attribute's present and absent entries
     # weigh half each (rare items such as bags are not drowned by the many "absent" entries).
     attribute_balance: bool = False
+    # What the head's targets come from: each "caption"'s own keys (an item it does not name is
+    # absent), or the union over every training caption of the "identity" (partial captions each
+    # name a few attributes; webperson data: the two captions of the image).
+    attribute_targets: Literal["caption", "identity"] = "caption"
 
     @property
     def query_attributes(self) -> int:

@@ -193,7 +193,8 @@ class RetrievalObjective(nn.Module):
             loss = loss + self.method.phrase_weight * phrase
             out["phrase"] = phrase.detach()
         if self.method.attribute_weight > 0:
-            targets, known = head_targets(batch["caption_keys"])
+            keys = batch["identity_keys"] if self.method.attribute_targets == "identity" else batch["caption_keys"]
+            targets, known = head_targets(keys)
             attribute = attribute_loss(self.model.attribute_logits(image_emb), targets, known, balance=self.method.attribute_balance)
             loss = loss + self.method.attribute_weight * attribute
             out["attribute"] = attribute.detach()

@@ -24,6 +24,9 @@ ga_rank_mtp           full GA-DMS, signed GA score as per-caption ranks
 ga_sample_mtp_cached  (not run by default) the same, cached
 ga_layers2_mtp        (not run by default) the paper's score over the last 2 of 3 layers
 mtp_only              (not run by default) MTP without noise masking
+ga_centered_mtp       (not run by default) signed GA score, per-caption ``centered``, + MTP
+ga_centered_a1(_mtp)  (not run by default) the same at alpha_n 1.0 (without, with MTP)
+oracle(_alpha1)       (not run by default) the true wrong words as the score, alpha_n 0.2 (1.0)
 ====================  ================================================================
 
 "align" is the quickstart recipe's alignment loss (ITC at logit scale 10: from random
@@ -141,6 +144,18 @@ ARMS: dict[str, Arm] = {
     "ga_centered_mtp": Arm(
         "GA score, signed + per-caption centered (0 stays at 0.5) + align + MTP (online)",
         (*_GADMS, *_SIGNED_CENTERED, "method.token_score=ga", "method.mtp=true", "method.score_timing=online"),
+    ),
+    # The paper's formulas with alpha_n 1.0 (the cap on a token's noise-masking probability; the paper's 0.2
+    # caps it at 0.18): with the centered score only words that argue against the image come near it.
+    "ga_centered_a1": Arm(
+        "GA score, signed + per-caption centered + align, alpha_n 1.0 (no MTP)",
+        (*_GADMS, *_SIGNED_CENTERED, "method.token_score=ga", "method.mtp=false", "method.score_timing=online",
+         "method.noise_alpha=1.0"),
+    ),
+    "ga_centered_a1_mtp": Arm(
+        "GA score, signed + per-caption centered + align + MTP (online), alpha_n 1.0",
+        (*_GADMS, *_SIGNED_CENTERED, "method.token_score=ga", "method.mtp=true", "method.score_timing=online",
+         "method.noise_alpha=1.0"),
     ),
     "ga_layers2_mtp": Arm(
         "GA score (paper) over the last 2 of 3 layers + align + MTP (online)",

@@ -42,27 +42,54 @@ def test_a_word_written_twice_cannot_be_located_and_is_counted():
     assert not mask.any() and unlocated == 1
 
 
+def test_with_the_clean_caption_a_word_written_twice_is_marked_where_the_diff_puts_it():
+    # clean "a red shirt and blue shoes" -> written "a red shirt and red shoes": the second "red" is the wrong one.
+    edits = [{"kind": "wrong_colour", "written": "red"}]
+    mask, unlocated = noise_token_mask(TOKENIZER, "a red shirt and red shoes", edits, 32, clean="a red shirt and blue shoes")
+    assert mask.nonzero().flatten().tolist() == [5] and unlocated == 0  # SOT a red shirt and [red] shoes
+
+
+def test_with_the_clean_caption_inserted_phrases_are_marked_and_dropped_words_are_not():
+    clean = "a man in a blue shirt. he has short hair."
+    # "blue" -> "green", "short" dropped, a phrase inserted between the sentences
+    written = "a man in a green shirt. free shipping. he has hair."
+    edits = [{"kind": "wrong_colour", "written": "green"}, {"kind": "irrelevant_phrase", "phrase": "free shipping."},
+             {"kind": "dropped_words", "words": ["short"]}]
+    mask, _ = noise_token_mask(TOKENIZER, written, edits, 32, clean=clean)
+    # SOT a(1) man(2) in(3) a(4) green(5) shirt(6) .(7) free(8) shipping(9) .(10) he has hair .
+    # The inserted span is ". free shipping" or "free shipping ." (one of the two full stops): both diffs are minimal.
+    assert mask.nonzero().flatten().tolist() in ([5, 7, 8, 9], [5, 8, 9, 10])
+    only_dropped, _ = noise_token_mask(TOKENIZER, "a man in a shirt.", [{"kind": "dropped_words", "words": ["blue"]}], 32,
+                                       clean="a man in a blue shirt.")
+    assert not only_dropped.any()
+
+
 def test_every_corrupted_caption_of_a_synth_folder_is_paired_with_its_edits(training_sketchpedes):
     bench = load_benchmark(training_sketchpedes)
     edits = load_caption_edits(bench)
     records = [json.loads(line) for line in (training_sketchpedes / "attributes.jsonl").read_text().splitlines()]
     train_captions = [c for r in records if r["split"] == "train" for c in r["captions"]]
     assert len(edits) == len(train_captions)  # every train caption of the folder has an entry
-    assert sum(1 for e in edits.values() if e) == sum(1 for c in train_captions if c["corrupted"])
+    assert sum(1 for truth in edits.values() if truth.edits) == sum(1 for c in train_captions if c["corrupted"])
+    assert sorted(truth.clean for truth in edits.values()) == sorted(c["clean"] for c in train_captions)
 
     samples = bench.train_samples("train")
     masks = oracle_noise_tokens(bench, "train", samples, TOKENIZER)
     checked = 0
     for sample, mask in zip(samples, masks):
         key = (sample.image_path.relative_to(bench.image_dir).as_posix(), sample.caption)
-        colour = [e for e in edits[key] if e["kind"] == "wrong_colour"]
-        if not edits[key]:
+        truth = edits[key]
+        colour = [e for e in truth.edits if e["kind"] == "wrong_colour"]
+        if not truth.edits:
             assert not mask.any()
-        elif colour and len(edits[key]) == 1 and f" {colour[0]['written']} " in f" {sample.caption.lower()} ":
+        elif colour and len(truth.edits) == 1 and f" {colour[0]['written']} " in f" {sample.caption.lower()} ":
             ids = TOKENIZER([sample.caption])[0]
             marked = [TOKENIZER.decode([int(ids[p])]).strip() for p in mask.nonzero().flatten()]
-            if sample.caption.lower().split().count(colour[0]["written"]) == 1:
-                assert marked == [colour[0]["written"]]
+            # the clean caption has the true colour word where the written one has the wrong one
+            clean_words, written_words = truth.clean.lower().split(), sample.caption.lower().split()
+            if len(clean_words) == len(written_words):
+                changed = [w.strip(".,") for w, c in zip(written_words, clean_words) if w != c]
+                assert marked == changed == [colour[0]["written"]]
                 checked += 1
     assert checked > 0
 

@@ -30,7 +30,8 @@ def oracle_noise_tokens(bench, split: str, samples, tokenizer) -> list[torch.Ten
                 f"{bench.root / 'attributes.jsonl'}: no record of caption {sample.caption[:40]!r}... of {key[0]}; "
                 "method.token_score 'oracle' needs the folder exactly as 'gadms synth' wrote it"
             )
-        masks.append(noise_token_mask(tokenizer, sample.caption, edits[key], tokenizer.context_length)[0])
+        truth = edits[key]
+        masks.append(noise_token_mask(tokenizer, sample.caption, truth.edits, tokenizer.context_length, clean=truth.clean)[0])
     return masks
 
 

@@ -1,10 +1,16 @@
 """Which tokens of a SketchPedes training caption were written wrong: the truth an oracle token score uses.
 
 SketchPedes records every corruption it made (``attributes.jsonl``, one line per image; each
-caption's ``edits``). :func:`load_caption_edits` pairs each written train caption (as
-``reid_raw.json`` holds it) with its edits; :func:`noise_token_mask` turns one caption's edits
-into a bool mask over its token positions (start token = position 0, as in ``[B, T]`` tensors),
-located by :func:`gadms_cli.data.synth.noise_words.noise_positions`.
+caption's ``edits`` and its ``clean`` text). :func:`load_caption_edits` pairs each written train
+caption (as ``reid_raw.json`` holds it) with that record; :func:`noise_token_mask` turns it into a
+bool mask over the caption's token positions (start token = position 0, as in ``[B, T]`` tensors).
+
+The mask comes from a token diff of the written caption against its clean text: SketchPedes writes a
+wrong colour or type by re-rendering the same sentence plan, and inserts or drops words afterwards,
+so every written token that the clean caption does not have in that place is noise (a wrong word,
+an inserted phrase), and dropped words leave nothing to mark. Finding the written word by its text
+instead misses every wrong word that also occurs elsewhere in the caption ("black shoes" beside
+"black hair"): a third of the wrong colours of a typical set.
 
 Used by ``method.token_score: oracle`` (docs/method.md "Token scores"): a score of 0 on the
 written-wrong words and 1 on every other word, fed to the paper's masking formula, bounds what
@@ -14,7 +20,8 @@ noise masking can win with a perfect score.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from difflib import SequenceMatcher
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
@@ -28,11 +35,19 @@ if TYPE_CHECKING:
 CaptionKey = tuple[str, str]  # (image path relative to imgs/, caption text as written)
 
 
-def load_caption_edits(bench: Benchmark, split: str = "train") -> dict[CaptionKey, list[dict]]:
-    """``{(file_path, written caption): edits}`` for every caption of ``split`` of a SketchPedes
-    :class:`~gadms_cli.data.benchmarks.Benchmark` (its captions as read from ``reid_raw.json``).
+class CaptionTruth(NamedTuple):
+    """What SketchPedes recorded about one written caption: its clean text (None in a record that
+    lacks it) and its edits ([] when clean)."""
 
-    Clean captions map to ``[]``. Raises :class:`GadmsError` naming the file when the folder has no
+    clean: str | None
+    edits: list[dict]
+
+
+def load_caption_edits(bench: Benchmark, split: str = "train") -> dict[CaptionKey, CaptionTruth]:
+    """``{(file_path, written caption): CaptionTruth(clean, edits)}`` for every caption of ``split`` of a
+    SketchPedes :class:`~gadms_cli.data.benchmarks.Benchmark` (its captions as read from ``reid_raw.json``).
+
+    Clean captions have ``edits == []``. Raises :class:`GadmsError` naming the file when the folder has no
     ``attributes.jsonl`` (not written by ``gadms synth``) or it disagrees with the annotations.
     """
     attributes_file = bench.root / "attributes.jsonl"
@@ -42,7 +57,7 @@ def load_caption_edits(bench: Benchmark, split: str = "train") -> dict[CaptionKe
             "(it reads which caption words were corrupted); use another token_score for other data"
         )
     written = {image.relative_path: image.captions for image in bench.images(split)}
-    edits: dict[CaptionKey, list[dict]] = {}
+    edits: dict[CaptionKey, CaptionTruth] = {}
     with attributes_file.open() as handle:
         for line_number, line in enumerate(handle, 1):
             record = json.loads(line)
@@ -55,17 +70,38 @@ def load_caption_edits(bench: Benchmark, split: str = "train") -> dict[CaptionKe
                     "regenerate the folder with 'gadms synth'"
                 )
             for text, caption in zip(captions, record["captions"]):
-                edits[(record["file_path"], text)] = list(caption["edits"])
+                edits[(record["file_path"], text)] = CaptionTruth(caption.get("clean"), list(caption["edits"]))
     return edits
 
 
-def noise_token_mask(tokenizer: Tokenizer, caption: str, edits: list[dict], context_length: int) -> tuple[torch.Tensor, int]:
+def written_wrong_positions(tokenizer: Tokenizer, caption: str, clean: str) -> list[int]:
+    """Token positions of ``caption`` (start token = 0) that its ``clean`` text does not have there:
+    the written side of every replaced or inserted span of a token diff. Deleted words mark nothing."""
+    written, original = tokenizer.encode(caption), tokenizer.encode(clean)
+    matcher = SequenceMatcher(a=original, b=written, autojunk=False)
+    positions: list[int] = []
+    for tag, _, _, start, end in matcher.get_opcodes():
+        if tag in ("replace", "insert"):
+            positions += [1 + k for k in range(start, end)]
+    return positions
+
+
+def noise_token_mask(tokenizer: Tokenizer, caption: str, edits: list[dict], context_length: int,
+                     clean: str | None = None) -> tuple[torch.Tensor, int]:
     """Bool ``[context_length]``: True at the tokens of ``caption`` that its ``edits`` wrote wrong.
 
-    Returns the mask and how many edits that write a word could not be located (the written word
-    occurs more than once: it stays False). ``dropped_words`` edits write no word: nothing to mark.
+    With ``clean`` (the caption before its edits, as SketchPedes records it) the tokens come from
+    :func:`written_wrong_positions` and every edit is located. Without it each edit's written word
+    is searched for, and the mask leaves out an edit whose word occurs more than once. Returns the
+    mask and how many edits that write a word could not be located. ``dropped_words`` edits write
+    no word: nothing to mark.
     """
     mask = torch.zeros(context_length, dtype=torch.bool)
+    if clean is not None:
+        if any(edit["kind"] in LOCATABLE_KINDS for edit in edits):
+            inside = [p for p in written_wrong_positions(tokenizer, caption, clean) if p < context_length - 1]
+            mask[inside] = True  # the tokenizer keeps the end token
+        return mask, 0
     unlocated = 0
     for edit in edits:
         if edit["kind"] not in LOCATABLE_KINDS:

@@ -19,9 +19,9 @@ variant             train captions
                     the [MASK] token the paper's masking writes in their place
 ==================  ==========================================================================
 
-A ``keep-K`` figure below ``clean`` by X says that kind alone costs X. Token masking can only touch kinds whose wrong words are in the caption
-(wrong colour, wrong type, an inserted phrase), never dropped words, so this bounds what
-GA-DMS could recover on a given noise mix.
+A ``keep-K`` figure below ``clean`` by X says that kind alone costs X. ``delete-wrong`` against
+``drop-corrupted`` says whether removing the wrong tokens (all a token mask can do, with a perfect
+score) wins back what removing the corrupted captions does.
 
     python benchmarks/noise_kind_cost.py --noisy runs/ablation-sketchpedes-conv/sketchpedes-noise0.3-val200-test1000 \\
         --out runs/ablation-sketchpedes-conv --threads 2 --seeds 0 -- --val-ids 200 --test-ids 1000 --set data.num_workers=0
@@ -38,8 +38,8 @@ import json
 import os
 import shutil
 import sys
-from difflib import SequenceMatcher
 from datetime import datetime, timezone
+from difflib import SequenceMatcher
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -91,10 +91,7 @@ def derive_captions(raw: list[dict], records: list[dict], variant: str) -> tuple
                 if variant == "delete-wrong":
                     text = delete_written_wrong(text, caption["clean"])
                     caption = {**caption, "text_edit": "written-wrong words deleted"}
-                    captions.append(text)
-                    caption_records.append(caption)
-                    continue
-                if keep_kind not in caption["kinds"]:  # "clean": keep_kind is None, so every caption
+                elif keep_kind not in caption["kinds"]:  # "clean": keep_kind is None, so every caption
                     text = caption["clean"]
                     caption = {**caption, "corrupted": False, "kinds": [], "edits": []}
             captions.append(text)
@@ -184,7 +181,10 @@ def main(argv: list[str] | None = None) -> None:
     results.mkdir(parents=True, exist_ok=True)
     summary = {}
     for variant in args.variants:
-        folder = write_variant(args.noisy, args.out / "noise-kinds-data", variant)
+        try:
+            folder = write_variant(args.noisy, args.out / "noise-kinds-data", variant)
+        except ValueError as error:  # the two annotation files of --noisy disagree
+            sys.exit(f"error: --noisy {args.noisy}: {error}; regenerate the folder with 'gadms synth'")
         print(f"== {variant}: {folder}", flush=True)
         variant_results = results / variant
         variant_results.mkdir(exist_ok=True)

@@ -651,7 +651,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict:
+    """Run the ablation; returns what the result files hold: ``{"settings": ..., "runs": [one record per run]}``."""
     from gadms_cli import progress
 
     args = parse_args(argv)
@@ -729,6 +730,7 @@ def main(argv: list[str] | None = None) -> None:
     splits = "" if args.data is not None else split_suffix(split_sizes(args, profile), profile)
     written = write_results(results_dir, command, settings, rows, records, args.quick, splits)
     print(f"\nresults: {written} and {written.with_suffix('.json')}")
+    return {"settings": settings, "runs": records}
 
 
 if __name__ == "__main__":

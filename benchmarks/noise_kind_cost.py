@@ -39,14 +39,15 @@ import os
 import shutil
 import sys
 from datetime import datetime, timezone
-from difflib import SequenceMatcher
 from pathlib import Path
+from statistics import fmean
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import ablation  # noqa: E402  (the benchmark next to this one)
 
 from gadms_cli.data.synth.caption_noise import NOISE_KINDS  # noqa: E402
+from gadms_cli.data.synth.noise_labels import changed_positions  # noqa: E402
 from gadms_cli.fileio import atomic_write  # noqa: E402
 
 VARIANTS: tuple[str, ...] = ("noisy", "clean", *(f"keep-{kind}" for kind in NOISE_KINDS), "drop-corrupted", "delete-wrong")
@@ -54,14 +55,10 @@ VARIANTS: tuple[str, ...] = ("noisy", "clean", *(f"keep-{kind}" for kind in NOIS
 
 def delete_written_wrong(written: str, clean: str) -> str:
     """``written`` without the words that a word diff against ``clean`` marks as replaced or inserted."""
-    words, original = written.split(" "), clean.split(" ")
-    norm = [w.lower().strip(".,") for w in words]
-    matcher = SequenceMatcher(a=[w.lower().strip(".,") for w in original], b=norm, autojunk=False)
-    kept: list[str] = []
-    for tag, _, _, start, end in matcher.get_opcodes():
-        if tag == "equal":
-            kept += words[start:end]
-    return " ".join(kept)
+    words = written.split(" ")
+    normalised = [[w.lower().strip(".,") for w in text.split(" ")] for text in (clean, written)]
+    changed = set(changed_positions(*normalised))
+    return " ".join(w for k, w in enumerate(words) if k not in changed)
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -138,26 +135,18 @@ def caption_counts(folder: Path) -> tuple[int, int]:
 
 def table(summary: dict[str, dict]) -> list[str]:
     """Markdown rows: per variant, test R@1 (val-selected and last model) as mean ± std over seeds, against ``clean``."""
-    def stats(values: list[float]) -> tuple[float, str]:
-        mean = sum(values) / len(values)
-        std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else None
-        return mean, f"{mean:.2f}" + ("" if std is None else f" ± {std:.2f}")
-
     reference = summary.get("clean")
     lines = ["| variant | train captions (corrupted) | seeds | test R@1 | vs clean | test R@1, last model | vs clean |",
              "|---|---|---|---|---|---|---|"]
-    ref = ref_last = None
-    if reference is not None:
-        ref = stats([r["test"]["R1"] for r in reference["runs"]])[0]
-        ref_last = stats([r["test_last"]["R1"] for r in reference["runs"]])[0]
     for variant, entry in summary.items():
-        runs = entry["runs"]
-        selected, selected_text = stats([r["test"]["R1"] for r in runs])
-        last, last_text = stats([r["test_last"]["R1"] for r in runs])
-        delta = "" if ref is None or variant == "clean" else f"{selected - ref:+.2f}"
-        last_delta = "" if ref_last is None or variant == "clean" else f"{last - ref_last:+.2f}"
-        lines.append(f"| {variant} | {entry['captions']} ({entry['corrupted']}) | {len(runs)} | {selected_text} | {delta} "
-                     f"| {last_text} | {last_delta} |")
+        cells = []
+        for key in ("test", "test_last"):  # val-selected, last model
+            values = [r[key]["R1"] for r in entry["runs"]]
+            delta = ""
+            if reference is not None and variant != "clean":
+                delta = f"{fmean(values) - fmean(r[key]['R1'] for r in reference['runs']):+.2f}"
+            cells += [ablation.pm(values), delta]
+        lines.append(f"| {variant} | {entry['captions']} ({entry['corrupted']}) | {len(entry['runs'])} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -188,9 +177,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"== {variant}: {folder}", flush=True)
         variant_results = results / variant
         variant_results.mkdir(exist_ok=True)
-        ablation.main(["--data", str(folder), "--out", str(args.out), "--arms", "clip", "--seeds", *args.seeds,
-                       "--results", str(variant_results), *(["--threads", args.threads] if args.threads else []), *passthrough])
-        written = json.loads(next(variant_results.glob("*.json")).read_text(encoding="utf-8"))
+        written = ablation.main(["--data", str(folder), "--out", str(args.out), "--arms", "clip", "--seeds", *args.seeds,
+                                 "--results", str(variant_results), *(["--threads", args.threads] if args.threads else []),
+                                 *passthrough])
         captions, corrupted = caption_counts(folder)
         summary[variant] = {"folder": str(folder), "captions": captions, "corrupted": corrupted,
                             "settings": written["settings"], "runs": written["runs"]}

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from difflib import SequenceMatcher
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 import torch
 
@@ -74,16 +74,17 @@ def load_caption_edits(bench: Benchmark, split: str = "train") -> dict[CaptionKe
     return edits
 
 
-def written_wrong_positions(tokenizer: Tokenizer, caption: str, clean: str) -> list[int]:
-    """Token positions of ``caption`` (start token = 0) that its ``clean`` text does not have there:
-    the written side of every replaced or inserted span of a token diff. Deleted words mark nothing."""
-    written, original = tokenizer.encode(caption), tokenizer.encode(clean)
+def changed_positions(original: Sequence, written: Sequence) -> list[int]:
+    """Indices of ``written`` that ``original`` does not have there: the written side of every replaced
+    or inserted span of a diff (``difflib``). Items deleted from ``original`` mark nothing."""
     matcher = SequenceMatcher(a=original, b=written, autojunk=False)
-    positions: list[int] = []
-    for tag, _, _, start, end in matcher.get_opcodes():
-        if tag in ("replace", "insert"):
-            positions += [1 + k for k in range(start, end)]
-    return positions
+    return [k for tag, _, _, start, end in matcher.get_opcodes() if tag in ("replace", "insert") for k in range(start, end)]
+
+
+def written_wrong_positions(tokenizer: Tokenizer, caption: str, clean: str) -> list[int]:
+    """Token positions of ``caption`` (start token = 0) that its ``clean`` text does not have there
+    (:func:`changed_positions` over the token ids)."""
+    return [1 + k for k in changed_positions(tokenizer.encode(clean), tokenizer.encode(caption))]
 
 
 def noise_token_mask(tokenizer: Tokenizer, caption: str, edits: list[dict], context_length: int,
